@@ -1,0 +1,69 @@
+"""Service settings, read once from `PHONE_DET_*` environment variables and an optional `.env`."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "phone-detector"
+
+
+class Settings(BaseSettings):
+    """Every tunable of the service; bad values fail at start-up, not on the first request."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PHONE_DET_",
+        env_file=".env",
+        env_ignore_empty=True,
+        extra="ignore",
+        protected_namespaces=(),
+    )
+
+    # Model
+    model_path: Path | None = Field(
+        None, description="ONNX file to serve; unset: model cache, then fetch, then synthetic build"
+    )
+    model_name: str = Field(
+        "damoyolo_tinynasL25_S_460", description="Official model to fetch when none is configured"
+    )
+    model_cache_dir: Path = Field(default_factory=_default_cache_dir)
+    labels_path: Path | None = Field(None, description="Text file, one class name per line")
+    phone_classes: list[str] = Field(
+        default_factory=list,
+        description="Class names counted as a phone; empty: COCO 'cell phone' or a one-class model",
+    )
+    synthetic_variant: str = Field("S", pattern="^[NTSM]$")
+    synthetic_seed: int = Field(0, ge=0)
+    allow_fetch: bool = Field(True, description="Try to download the official model at start")
+
+    # Detection defaults (each can be overridden per request)
+    score_threshold: float = Field(0.35, ge=0.0, le=1.0)
+    iou_threshold: float = Field(0.45, ge=0.0, le=1.0)
+    max_detections: int = Field(100, ge=1, le=1000)
+
+    # Batching and runtime
+    max_batch_size: int = Field(8, ge=1, le=256)
+    max_wait_ms: float = Field(0.0, ge=0.0, le=1000.0)  # 0: never hold a lone frame back
+    queue_size: int = Field(64, ge=1)
+    deadline_ms: float = Field(10_000.0, gt=0.0)
+    intra_op_threads: int = Field(2, ge=1)
+    drain_timeout_s: float = Field(30.0, gt=0.0)
+
+    # Input limits
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(40_000_000, ge=1)
+    max_files_per_request: int = Field(16, ge=1)
+
+    # Server
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

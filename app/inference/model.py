@@ -1,0 +1,199 @@
+"""Load a DAMO-YOLO ONNX export into onnxruntime, check its contract, run batches.
+
+The contract (DAMO-YOLO tools/converter.py without --end2end): one input [B, 3, H, W]
+float32 RGB 0-255; two outputs, `scores` [B, N, C] (sigmoid applied) and `boxes` [B, N, 4]
+(x1, y1, x2, y2 in input pixels). B is 1 in official exports and symbolic in ours.
+"""
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from app.errors import InferenceFailedError, ModelContractError, ModelNotFoundError
+from app.inference.labels import class_names_for, default_phone_classes
+
+_EXPECTED = (
+    "expected a DAMO-YOLO ONNX export (tools/converter.py without --end2end): "
+    "input [1, 3, H, W] float32; outputs scores [1, N, C] and boxes [1, N, 4]"
+)
+_VARIANT_IN_NAME = re.compile(r"_([NTSML][sml]?)(?:_\d+)?$")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What the service and CLI report about a loaded model."""
+
+    name: str
+    path: Path
+    variant: str
+    input_size_px: tuple[int, int]  # (H, W)
+    class_names: list[str]
+    phone_class_ids: list[int]
+    synthetic: bool
+    sha256: str
+    dynamic_batch: bool
+    provider: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def phone_class_names(self) -> list[str]:
+        return [self.class_names[i] for i in self.phone_class_ids]
+
+
+class OnnxModel:
+    """One onnxruntime session over a contract-checked DAMO-YOLO model.
+
+    `run(batch)` is thread-safe (onnxruntime sessions are); a fixed batch-1 export runs a
+    larger batch frame by frame.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        intra_op_threads: int = 2,
+        labels_path: Path | None = None,
+        phone_classes: list[str] | None = None,
+    ) -> None:
+        if not path.is_file():
+            raise ModelNotFoundError(f"model file not found: {path}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(
+                str(path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+            raise ModelContractError(f"{path} is not a loadable ONNX model; {_EXPECTED}") from exc
+        self._input_name, input_size, self._dynamic_batch = _check_input(self._session, path)
+        self._output_names, num_classes = _check_outputs(self._session, path)
+        metadata = dict(self._session.get_modelmeta().custom_metadata_map)
+        try:
+            names = class_names_for(
+                num_classes, metadata_names=metadata.get("names"), labels_path=labels_path
+            )
+        except (ValueError, OSError) as exc:
+            raise ModelContractError(f"class names for {path}: {exc}") from exc
+        self.info = ModelInfo(
+            name=path.stem,
+            path=path,
+            variant=metadata.get("variant") or _variant_from_name(path.stem),
+            input_size_px=input_size,
+            class_names=names,
+            phone_class_ids=_phone_class_ids(names, phone_classes or []),
+            synthetic=metadata.get("synthetic", "").lower() == "true",
+            sha256=_sha256(path),
+            dynamic_batch=self._dynamic_batch,
+            provider=self._session.get_providers()[0],
+            metadata=metadata,
+        )
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[B, 3, H, W] float32 -> (scores [B, N, C], boxes [B, N, 4]).
+
+        Raises InferenceFailedError when onnxruntime fails or returns a wrong batch size.
+        """
+        try:
+            if self._dynamic_batch or batch.shape[0] == 1:
+                scores, boxes = self._session.run(self._output_names, {self._input_name: batch})
+            else:
+                parts = [
+                    self._session.run(self._output_names, {self._input_name: batch[i : i + 1]})
+                    for i in range(batch.shape[0])
+                ]
+                scores = np.concatenate([p[0] for p in parts])
+                boxes = np.concatenate([p[1] for p in parts])
+        except Exception as exc:
+            raise InferenceFailedError(f"model failed on a batch of {batch.shape[0]}") from exc
+        if scores.shape[0] != batch.shape[0] or boxes.shape[0] != batch.shape[0]:
+            raise InferenceFailedError(
+                f"model returned {scores.shape[0]} results for a batch of {batch.shape[0]}"
+            )
+        return scores, boxes
+
+
+def _check_input(session: ort.InferenceSession, path: Path) -> tuple[str, tuple[int, int], bool]:
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise ModelContractError(f"{path} has {len(inputs)} inputs; {_EXPECTED}")
+    spec = inputs[0]
+    shape = spec.shape
+    if spec.type != "tensor(float)" or len(shape) != 4 or shape[1] != 3:
+        raise ModelContractError(f"{path} input {spec.name!r} is {spec.type} {shape}; {_EXPECTED}")
+    height, width = shape[2], shape[3]
+    if not isinstance(height, int) or not isinstance(width, int):
+        raise ModelContractError(
+            f"{path} input {spec.name!r} has a dynamic size {shape}; export it with a fixed "
+            "--img_size"
+        )
+    batch_dim = shape[0]
+    dynamic_batch = not (isinstance(batch_dim, int) and batch_dim == 1)
+    return spec.name, (height, width), dynamic_batch
+
+
+def _check_outputs(session: ort.InferenceSession, path: Path) -> tuple[list[str], int]:
+    outputs = session.get_outputs()
+    described = ", ".join(f"{o.name} {o.shape}" for o in outputs)
+    if len(outputs) != 2:
+        hint = " (this looks like an --end2end export with NMS inside)" if len(outputs) == 4 else ""
+        raise ModelContractError(
+            f"{path} has {len(outputs)} outputs ({described}){hint}; {_EXPECTED}"
+        )
+    by_name = {o.name: o for o in outputs}
+    if {"scores", "boxes"} <= by_name.keys():
+        scores_spec, boxes_spec = by_name["scores"], by_name["boxes"]
+    else:
+        # Older exports name outputs by number; the boxes output is the one ending in 4.
+        first, second = outputs
+        scores_spec, boxes_spec = (second, first) if first.shape[-1] == 4 else (first, second)
+    if (
+        len(scores_spec.shape) != 3
+        or len(boxes_spec.shape) != 3
+        or boxes_spec.shape[-1] != 4
+        or not isinstance(scores_spec.shape[-1], int)
+        or scores_spec.type != "tensor(float)"
+        or boxes_spec.type != "tensor(float)"
+    ):
+        raise ModelContractError(f"{path} outputs are {described}; {_EXPECTED}")
+    return [scores_spec.name, boxes_spec.name], int(scores_spec.shape[-1])
+
+
+def _phone_class_ids(names: list[str], configured: list[str]) -> list[int]:
+    if not configured:
+        ids = default_phone_classes(names)
+        if not ids:
+            raise ModelContractError(
+                "no class of this model is a phone by default; set PHONE_DET_PHONE_CLASSES"
+            )
+        return ids
+    lowered = [n.lower() for n in names]
+    ids = []
+    for wanted in configured:
+        if wanted.isdigit() and int(wanted) < len(names):
+            ids.append(int(wanted))
+        elif wanted.lower() in lowered:
+            ids.append(lowered.index(wanted.lower()))
+        else:
+            raise ModelContractError(f"phone class {wanted!r} is not a class of this model")
+    return sorted(set(ids))
+
+
+def _variant_from_name(stem: str) -> str:
+    match = _VARIANT_IN_NAME.search(stem)
+    return match.group(1) if match else "custom"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
