@@ -101,6 +101,19 @@ def detect(
         raise typer.Exit(EXIT_BAD_IMAGE)
 
 
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address [PHONE_DET_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [PHONE_DET_PORT]")] = None,
+) -> None:
+    """Serve the HTTP API (model resolved and warmed up in the background)."""
+    from app.server import serve as run_server
+
+    settings = get_settings()
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    run_server(settings.model_copy(update=overrides))
+
+
 @model_cli.command("info")
 def model_info(
     path: Annotated[Path, typer.Argument(help="ONNX model file")],

@@ -17,7 +17,8 @@ DetectorError                      500 internal_error
 ├── QueueFullError                 503 queue_full
 ├── ShuttingDownError              503 shutting_down
 ├── ModelNotReadyError             503 not_ready
-└── DeadlineExceededError          504 timeout
+├── DeadlineExceededError          504 timeout
+└── ClientDisconnectedError        499 client_disconnected
 
 Routers and inference raise these; one handler renders them as
 `{"error": {"code": ..., "message": ...}}`. This module imports nothing from `app`.
@@ -149,3 +150,10 @@ class DeadlineExceededError(DetectorError):
 
     code = "timeout"
     http_status = 504
+
+
+class ClientDisconnectedError(DetectorError):
+    """The client went away before its answer was ready; nobody reads this response."""
+
+    code = "client_disconnected"
+    http_status = 499  # nginx's "client closed request"

@@ -23,3 +23,8 @@ def red_model(red_model_path: Path) -> OnnxModel:
 @pytest.fixture(scope="session")
 def detector(red_model: OnnxModel) -> Detector:
     return Detector(red_model, max_image_pixels=50_000_000)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

@@ -26,8 +26,13 @@ def red_box_model(
     decoy_class: int | None = 0,
     dynamic_batch: bool = True,
     metadata: dict[str, str] | None = None,
+    heavy_convs: int = 0,
 ) -> onnx.ModelProto:
-    """Build the red-box graph; `decoy_class=None` leaves the decoy anchor all-zero."""
+    """Build the red-box graph; `decoy_class=None` leaves the decoy anchor all-zero.
+
+    `heavy_convs` adds that many 32-channel 3x3 convolutions whose result is multiplied by
+    zero into the scores: same outputs, real model-like cost (for load and drain tests).
+    """
     height, width = input_size_px
     batch: str | int = "batch" if dynamic_batch else 1
     phone_onehot = np.zeros((1, num_classes), np.float32)
@@ -81,8 +86,9 @@ def red_box_model(
         n("Add", ["zeros_b1", "decoy_onehot"], ["score1"]),
         n("Unsqueeze", ["score0", "axis1"], ["score0_3d"]),
         n("Unsqueeze", ["score1", "axis1"], ["score1_3d"]),
-        n("Concat", ["score0_3d", "score1_3d"], ["scores"], axis=1),
+        n("Concat", ["score0_3d", "score1_3d"], ["scores_clean"], axis=1),
     ]
+    nodes += _heavy_branch(heavy_convs, inits)
     graph = helper.make_graph(
         nodes,
         "red_box",
@@ -100,6 +106,30 @@ def red_box_model(
         entry.key, entry.value = key, value
     onnx.checker.check_model(model)
     return model
+
+
+def _heavy_branch(count: int, inits: list[onnx.TensorProto]) -> list[onnx.NodeProto]:
+    """Convs on the image, reduced to a scalar and added times zero to the scores."""
+    n = helper.make_node
+    if count == 0:
+        return [n("Identity", ["scores_clean"], ["scores"])]
+    rng = np.random.default_rng(0)
+    nodes, current, channels = [], "images", 3
+    for i in range(count):
+        weight = (rng.standard_normal((32, channels, 3, 3)) * 0.01).astype(np.float32)
+        inits.append(numpy_helper.from_array(weight, f"heavy_w{i}"))
+        nodes.append(n("Conv", [current, f"heavy_w{i}"], [f"heavy{i}"], pads=[1, 1, 1, 1]))
+        current, channels = f"heavy{i}", 32
+    nodes += [
+        n("ReduceMean", [current], ["heavy_mean"], axes=[1, 2, 3], keepdims=1),  # [B,1,1,1]
+        n("Mul", ["heavy_mean", "zero"], ["heavy_zero"]),
+        n("Squeeze", ["heavy_zero", "heavy_axes"], ["heavy_b"]),  # [B]
+        n("Unsqueeze", ["heavy_b", "heavy_unsq"], ["heavy_b11"]),  # [B,1,1]
+        n("Add", ["scores_clean", "heavy_b11"], ["scores"]),
+    ]
+    inits.append(numpy_helper.from_array(np.array([1, 2, 3], np.int64), "heavy_axes"))
+    inits.append(numpy_helper.from_array(np.array([1, 2], np.int64), "heavy_unsq"))
+    return nodes
 
 
 def end2end_like_model() -> onnx.ModelProto:

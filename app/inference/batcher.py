@@ -1,0 +1,234 @@
+"""MicroBatcher: a bounded asyncio queue of frames, formed into batches for one model.
+
+Callers `await submit(frame)`; one background task takes up to `max_batch_size` queued
+frames, runs them together in the batcher's own thread pool and resolves each caller's
+future. A lone frame runs at once (no batch window by default); under load, batches fill
+with what queued while the model was busy. Knows nothing about images.
+"""
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app.errors import (
+    DeadlineExceededError,
+    InferenceFailedError,
+    QueueFullError,
+    ShuttingDownError,
+)
+from app.telemetry.logging import get_logger
+from app.telemetry.metrics import DetectionMetrics
+
+RunBatch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+logger = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class FrameOutput:
+    """One frame's model outputs and where its time went."""
+
+    scores: np.ndarray  # [N, C]
+    boxes: np.ndarray  # [N, 4]
+    queue_s: float  # from submit to the start of its batch
+    inference_s: float  # the whole batch's model time
+    batch_size: int
+
+
+@dataclass(slots=True)
+class _QueuedFrame:
+    tensor: np.ndarray
+    future: "asyncio.Future[FrameOutput]"
+    deadline_at: float  # time.monotonic() after which nobody wants the answer
+    queued_at: float = field(default_factory=time.monotonic)
+    started_at: float = 0.0
+
+
+class MicroBatcher:
+    """Batches frames for `run_batch` ([B, ...] -> two [B, ...] arrays), one batch at a time."""
+
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        *,
+        max_batch_size: int,
+        max_wait_ms: float,
+        queue_size: int,
+        metrics: DetectionMetrics,
+        retry_after_s: float = 1.0,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        if max_wait_ms < 0:
+            raise ValueError("max_wait_ms must be >= 0")
+        if queue_size < 1:
+            raise ValueError("queue_size must be >= 1")
+        self._run_batch = run_batch
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.queue_size = queue_size
+        self._metrics = metrics
+        self._retry_after_s = retry_after_s
+        self._queue: deque[_QueuedFrame] = deque()
+        self._arrived = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._accepting = False
+        self._task: asyncio.Task[None] | None = None
+        # One worker: onnxruntime already spreads one batch over its intra-op threads.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self.batches_run = 0
+        self.largest_batch = 0
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done() and self._accepting
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        """Start the batch loop on the running event loop."""
+        if self._task is not None:
+            raise RuntimeError("MicroBatcher already started")
+        self._accepting = True
+        self._metrics.record_queue_capacity(self.queue_size)
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="micro-batcher")
+
+    def stop_accepting(self) -> None:
+        """New submits fail with ShuttingDownError from now on; queued work still runs."""
+        self._accepting = False
+
+    async def stop(self, *, drain_timeout_s: float) -> None:
+        """Stop accepting, answer what is queued or running (up to the timeout), then stop."""
+        self.stop_accepting()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drained(), drain_timeout_s)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for frame in self._queue:
+            if not frame.future.done():
+                frame.future.set_exception(
+                    ShuttingDownError("service stopped before this frame ran")
+                )
+        self._metrics.record_queue_change(-len(self._queue))
+        self._queue.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def submit(self, tensor: np.ndarray, *, deadline_s: float) -> FrameOutput:
+        """Queue one frame and wait for its outputs.
+
+        Raises QueueFullError at once when `queue_size` frames are waiting, ShuttingDownError
+        while draining, DeadlineExceededError after `deadline_s`, InferenceFailedError when
+        its batch failed. Cancelling the caller drops the frame if it has not run yet.
+        """
+        if not self._accepting:
+            self._metrics.record_rejected("shutting_down")
+            raise ShuttingDownError("service is shutting down", retry_after_s=self._retry_after_s)
+        if len(self._queue) >= self.queue_size:
+            self._metrics.record_rejected("queue_full")
+            raise QueueFullError(
+                f"queue is full ({self.queue_size} frames); retry later",
+                retry_after_s=self._retry_after_s,
+            )
+        loop = asyncio.get_running_loop()
+        frame = _QueuedFrame(tensor, loop.create_future(), time.monotonic() + deadline_s)
+        self._queue.append(frame)
+        self._metrics.record_queue_change(1)
+        self._idle.clear()
+        self._arrived.set()
+        try:
+            # No shield: a caller that times out or is cancelled cancels the frame's future
+            # at once, and the loop skips frames whose future is done.
+            return await asyncio.wait_for(frame.future, deadline_s)
+        except TimeoutError:
+            raise DeadlineExceededError(
+                f"no answer within the {deadline_s * 1000:.0f} ms deadline"
+            ) from None
+
+    async def _drained(self) -> None:
+        while self._queue or not self._idle.is_set():
+            await self._idle.wait()
+            await asyncio.sleep(0)
+
+    async def _loop(self) -> None:
+        while True:
+            batch = await self._next_batch()
+            if batch:
+                await self._run(batch)
+            if not self._queue:
+                self._idle.set()
+
+    async def _next_batch(self) -> list[_QueuedFrame]:
+        """Returns 0..max_batch_size live frames; waits until at least one frame arrives."""
+        while not self._queue:
+            self._arrived.clear()
+            await self._arrived.wait()
+        if self.max_wait_s > 0 and len(self._queue) < self.max_batch_size:
+            oldest_wait_end = self._queue[0].queued_at + self.max_wait_s
+            while len(self._queue) < self.max_batch_size:
+                remaining = oldest_wait_end - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+        batch: list[_QueuedFrame] = []
+        now = time.monotonic()
+        while self._queue and len(batch) < self.max_batch_size:
+            frame = self._queue.popleft()
+            self._metrics.record_queue_change(-1)
+            if frame.future.done():
+                self._metrics.record_rejected("cancelled")
+                continue
+            if now >= frame.deadline_at:
+                self._metrics.record_rejected("deadline")
+                frame.future.cancel()
+                continue
+            frame.started_at = now
+            self._metrics.record_queue_wait(now - frame.queued_at)
+            batch.append(frame)
+        return batch
+
+    async def _run(self, batch: list[_QueuedFrame]) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            stacked = np.stack([frame.tensor for frame in batch])
+            scores, boxes = await loop.run_in_executor(self._executor, self._run_batch, stacked)
+            if scores.shape[0] != len(batch) or boxes.shape[0] != len(batch):
+                raise InferenceFailedError(
+                    f"model returned {scores.shape[0]} results for {len(batch)} frames"
+                )
+        except Exception as exc:
+            failure = (
+                exc if isinstance(exc, InferenceFailedError) else InferenceFailedError(str(exc))
+            )
+            logger.error("batch of %d failed: %r", len(batch), exc)
+            for frame in batch:
+                if not frame.future.done():
+                    frame.future.set_exception(failure)
+            return
+        inference_s = time.perf_counter() - started
+        self._metrics.record_batch(size=len(batch), seconds=inference_s)
+        self.batches_run += 1
+        self.largest_batch = max(self.largest_batch, len(batch))
+        for i, frame in enumerate(batch):
+            if not frame.future.done():
+                output = FrameOutput(
+                    scores=scores[i],
+                    boxes=boxes[i],
+                    queue_s=frame.started_at - frame.queued_at,
+                    inference_s=inference_s,
+                    batch_size=len(batch),
+                )
+                frame.future.set_result(output)

@@ -1,0 +1,68 @@
+"""The asynchronous detection path: decode off the loop, batch on the model, post-process.
+
+Endpoints call `DetectionPipeline.detect`; it never blocks the event loop and never calls
+the model directly (the MicroBatcher does).
+"""
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from app.errors import DetectorError
+from app.inference.batcher import MicroBatcher
+from app.inference.detector import Detector
+from app.inference.types import DetectOptions, ImageResult
+
+
+class DetectionPipeline:
+    """Runs many requests' images through one Detector and one MicroBatcher."""
+
+    def __init__(
+        self, detector: Detector, batcher: MicroBatcher, *, decode_threads: int = 2
+    ) -> None:
+        self.detector = detector
+        self.batcher = batcher
+        self._decode_pool = ThreadPoolExecutor(
+            max_workers=decode_threads, thread_name_prefix="decode"
+        )
+
+    async def detect(
+        self, images: list[bytes], options: DetectOptions, *, deadline_s: float
+    ) -> list[ImageResult]:
+        """Detect phones in each image; results are in input order.
+
+        Any image's error (bad bytes, queue full, deadline) fails the whole call with that
+        DetectorError, and the other images' frames are dropped.
+        """
+        started = time.monotonic()
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(self._one(data, options, started + deadline_s))
+                    for data in images
+                ]
+        except* DetectorError as errors:
+            raise _first(errors) from None
+        return [task.result() for task in tasks]
+
+    async def _one(self, data: bytes, options: DetectOptions, deadline_at: float) -> ImageResult:
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        prepared = await loop.run_in_executor(self._decode_pool, self.detector.prepare, data)
+        remaining_s = max(0.0, deadline_at - time.monotonic())
+        output = await self.batcher.submit(prepared.letterboxed.tensor, deadline_s=remaining_s)
+        prepared.timings_ms["queue"] = round(output.queue_s * 1000.0, 3)
+        prepared.timings_ms["inference"] = round(output.inference_s * 1000.0, 3)
+        result = self.detector.finish(prepared, output.scores, output.boxes, options)
+        result.timings_ms["total"] = round((time.perf_counter() - started) * 1000.0, 3)
+        return result
+
+    def close(self) -> None:
+        self._decode_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _first(group: BaseExceptionGroup[DetectorError]) -> DetectorError:
+    error = group.exceptions[0]
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error

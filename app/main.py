@@ -1,0 +1,195 @@
+"""create_app(settings) -> FastAPI: routers, error handlers, and the lifespan that loads the
+model, warms it up, and starts and drains the micro-batcher."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import app
+from app.config import Settings, get_settings
+from app.errors import DetectorError
+from app.inference.batcher import MicroBatcher
+from app.inference.detector import Detector
+from app.inference.model import OnnxModel
+from app.inference.pipeline import DetectionPipeline
+from app.routers import detect, health, models
+from app.runtime import Runtime
+from app.telemetry.logging import get_logger
+from app.telemetry.metrics import DetectionMetrics
+
+logger = get_logger(__name__)
+
+_METHOD_BY_PATH = {"/v1/detect": "multipart", "/v1/detect/base64": "base64"}
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    model: OnnxModel | None = None,
+    metrics: DetectionMetrics | None = None,
+) -> FastAPI:
+    """Build the service. `model` skips resolution (tests); otherwise it loads in the
+    background after start-up, and /readyz says 503 until it is warm."""
+    settings = settings or get_settings()
+    runtime = Runtime(settings=settings, metrics=metrics or DetectionMetrics())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        loader: asyncio.Task[None] | None = None
+        if model is not None:
+            await _bring_up(runtime, model)
+        else:
+            loader = asyncio.create_task(_load_and_bring_up(runtime))
+        try:
+            yield
+        finally:
+            if loader is not None and not loader.done():
+                loader.cancel()
+            await _shut_down(runtime)
+
+    service = FastAPI(
+        title="phone-detector",
+        version=app.__version__,
+        description="Finds mobile phones in images with DAMO-YOLO. Errors always have the "
+        'shape `{"error": {"code": ..., "message": ...}}`.',
+        lifespan=lifespan,
+    )
+    service.state.runtime = runtime
+    service.include_router(detect.router)
+    service.include_router(models.router)
+    service.include_router(health.router)
+    _add_metrics_route(service, runtime)
+    _add_error_handlers(service, runtime)
+    return service
+
+
+async def _load_and_bring_up(runtime: Runtime) -> None:
+    from app.inference.resolve import resolve_model_path
+
+    settings = runtime.settings
+    try:
+        path = await asyncio.to_thread(resolve_model_path, settings)
+        model = await asyncio.to_thread(
+            OnnxModel,
+            path,
+            intra_op_threads=settings.intra_op_threads,
+            labels_path=settings.labels_path,
+            phone_classes=settings.phone_classes,
+        )
+        await _bring_up(runtime, model)
+    except DetectorError as exc:
+        runtime.not_ready_reason = f"model failed to load: {exc.message}"
+        runtime.metrics.record_model_unloaded()
+        logger.error("model failed to load: %s", exc.message)
+
+
+async def _bring_up(runtime: Runtime, model: OnnxModel) -> None:
+    settings = runtime.settings
+    runtime.not_ready_reason = "warming up"
+    await asyncio.to_thread(_warm_up, model, settings.max_batch_size)
+    batcher = MicroBatcher(
+        model.run,
+        max_batch_size=settings.max_batch_size,
+        max_wait_ms=settings.max_wait_ms,
+        queue_size=settings.queue_size,
+        metrics=runtime.metrics,
+    )
+    batcher.start()
+    detector = Detector(model, max_image_pixels=settings.max_image_pixels)
+    runtime.pipeline = DetectionPipeline(detector, batcher)
+    info = model.info
+    runtime.metrics.record_model(
+        loaded=True,
+        name=info.name,
+        variant=info.variant,
+        synthetic=info.synthetic,
+        provider=info.provider,
+    )
+    runtime.not_ready_reason = None
+    logger.info(
+        "serving %s (variant %s%s), input %sx%s, batch <= %d",
+        info.name,
+        info.variant,
+        ", SYNTHETIC: detections are meaningless" if info.synthetic else "",
+        *info.input_size_px,
+        settings.max_batch_size,
+    )
+
+
+def _warm_up(model: OnnxModel, max_batch_size: int) -> None:
+    # The first runs allocate arenas and pick kernels; pay that before reporting ready.
+    height, width = model.info.input_size_px
+    model.run(np.zeros((1, 3, height, width), np.float32))
+    if model.info.dynamic_batch and max_batch_size > 1:
+        model.run(np.zeros((min(max_batch_size, 4), 3, height, width), np.float32))
+
+
+async def _shut_down(runtime: Runtime) -> None:
+    runtime.begin_drain()
+    await runtime.wait_drained(runtime.settings.drain_timeout_s)
+    pipeline = runtime.pipeline
+    if pipeline is not None:
+        await pipeline.batcher.stop(drain_timeout_s=runtime.settings.drain_timeout_s)
+        pipeline.close()
+    runtime.metrics.record_model_unloaded()
+
+
+def _add_metrics_route(service: FastAPI, runtime: Runtime) -> None:
+    @service.get("/metrics", tags=["health"], response_class=Response)
+    async def prometheus_metrics() -> Response:
+        """Prometheus text exposition of the service's metrics."""
+        return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
+
+
+def _add_error_handlers(service: FastAPI, runtime: Runtime) -> None:
+    async def on_detector_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, DetectorError)
+        headers = None
+        if exc.retry_after_s is not None:
+            headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
+        if exc.http_status >= 500 and exc.http_status != 503:
+            logger.error("%r", exc, exc_info=exc.__cause__ or exc)
+        return _error_response(exc.http_status, exc.code, exc.message, headers)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
+            for err in exc.errors()
+        )
+        method = _METHOD_BY_PATH.get(request.url.path)
+        if method is not None:
+            runtime.metrics.record_request(method=method, status="error", seconds=None)
+        runtime.metrics.record_error("invalid_request")
+        return _error_response(422, "invalid_request", problems or "invalid request")
+
+    async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers = dict(exc.headers) if exc.headers else None
+        return _error_response(exc.status_code, code, str(exc.detail), headers)
+
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        logger.error("unhandled error", exc_info=exc)
+        runtime.metrics.record_error("internal_error")
+        return _error_response(500, "internal_error", "internal error; see the service log")
+
+    service.add_exception_handler(DetectorError, on_detector_error)
+    service.add_exception_handler(RequestValidationError, on_validation_error)
+    service.add_exception_handler(StarletteHTTPException, on_http_error)
+    service.add_exception_handler(Exception, on_unexpected)

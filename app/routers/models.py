@@ -1,0 +1,37 @@
+"""GET /v1/models: the loaded detection model and how it is served."""
+
+from fastapi import APIRouter
+
+from app.routers.deps import RuntimeDep
+from app.schemas import BatcherSettings, ModelDescription, ModelsResponse
+
+router = APIRouter(prefix="/v1", tags=["models"])
+
+
+@router.get("/models", response_model=ModelsResponse)
+async def list_models(runtime: RuntimeDep) -> ModelsResponse:
+    """The model being served: identity, input size, phone classes, synthetic flag, batching."""
+    pipeline = runtime.require_pipeline()
+    info = pipeline.detector.model.info
+    settings = runtime.settings
+    return ModelsResponse(
+        models=[
+            ModelDescription(
+                name=info.name,
+                variant=info.variant,
+                input_size=info.input_size_px,
+                num_classes=len(info.class_names),
+                phone_classes=info.phone_class_names,
+                synthetic=info.synthetic,
+                sha256=info.sha256,
+                execution_provider=info.provider,
+                dynamic_batch=info.dynamic_batch,
+                batcher=BatcherSettings(
+                    max_batch_size=settings.max_batch_size,
+                    max_wait_ms=settings.max_wait_ms,
+                    queue_size=settings.queue_size,
+                    deadline_ms=settings.deadline_ms,
+                ),
+            )
+        ]
+    )

@@ -1,0 +1,215 @@
+"""The service's OpenTelemetry instruments and the Prometheus registry that exposes them.
+
+Exported names are part of the public interface (dashboards and alert rules use them):
+see the metrics table in the README; `tests/telemetry/test_metrics.py` pins them.
+"""
+
+from collections.abc import Iterable, Sequence
+
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import Meter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.resources import Resource
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+
+import app
+
+# Dense around the SlowDetection threshold (1 s), down to single-frame model times.
+LATENCY_BUCKETS_S = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5,
+    0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0,
+)  # fmt: skip
+PHONES_PER_IMAGE_BUCKETS = (0, 1, 2, 3, 5, 10, 20)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32)
+IMAGES_PER_REQUEST_BUCKETS = (1, 2, 4, 8, 16, 32)
+
+REGIONS = (
+    "top_left", "top_center", "top_right",
+    "middle_left", "center", "middle_right",
+    "bottom_left", "bottom_center", "bottom_right",
+)  # fmt: skip
+
+
+class DetectionMetrics:
+    """Owns a meter provider, a Prometheus registry and every instrument of the service.
+
+    One instance per app; tests build their own and read `exposition()`.
+    """
+
+    def __init__(
+        self,
+        *,
+        resource: Resource | None = None,
+        extra_readers: Sequence[MetricReader] = (),
+        max_sources: int = 32,
+    ) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        prometheus_reader = PrometheusMetricReader(registry=self.registry, scope_info_enabled=False)
+        self.provider = MeterProvider(
+            metric_readers=[prometheus_reader, *extra_readers],
+            resource=resource or Resource.create({"service.name": "phone-detector"}),
+        )
+        meter = self.provider.get_meter("app.telemetry", app.__version__)
+        self._build_instruments(meter)
+        self._max_sources = max_sources
+        self._sources_seen: set[str] = set()
+
+    def _build_instruments(self, meter: Meter) -> None:
+        self._requests = meter.create_counter(
+            "phone_detection.requests", unit="{request}", description="Detection requests"
+        )
+        self._latency = meter.create_histogram(
+            "phone_detection.latency",
+            unit="s",
+            description="End-to-end detection latency per request",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
+        )
+        self._devices_current = meter.create_gauge(
+            "phone_detection.devices.current",
+            unit="{device}",
+            description="Phones in the most recent image",
+        )
+        self._devices_per_image = meter.create_histogram(
+            "phone_detection.devices.per_image",
+            unit="{device}",
+            description="Phones found per image",
+            explicit_bucket_boundaries_advisory=PHONES_PER_IMAGE_BUCKETS,
+        )
+        self._model_load = meter.create_gauge(
+            "phone_detection.model.load", description="1 when the model is loaded, else 0"
+        )
+        self._model_info = meter.create_gauge(
+            "phone_detection.model.info", description="Always 1; labels describe the model"
+        )
+        self._queue_depth = meter.create_up_down_counter(
+            "phone_detection.queue.depth", unit="{frame}", description="Frames waiting"
+        )
+        self._queue_capacity = meter.create_gauge(
+            "phone_detection.queue.capacity", unit="{frame}", description="Queue size limit"
+        )
+        self._queue_wait = meter.create_histogram(
+            "phone_detection.queue.wait.duration",
+            unit="s",
+            description="Time a frame waited in the queue before its batch ran",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
+        )
+        self._batch_size = meter.create_histogram(
+            "phone_detection.batch.size",
+            unit="{frame}",
+            description="Frames per model run",
+            explicit_bucket_boundaries_advisory=BATCH_SIZE_BUCKETS,
+        )
+        self._inference = meter.create_histogram(
+            "phone_detection.inference.duration",
+            unit="s",
+            description="Model time per batch",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
+        )
+        self._images_per_request = meter.create_histogram(
+            "phone_detection.images.per_request",
+            unit="{image}",
+            description="Images in one request",
+            explicit_bucket_boundaries_advisory=IMAGES_PER_REQUEST_BUCKETS,
+        )
+        self._rejected = meter.create_counter(
+            "phone_detection.frames.rejected",
+            unit="{frame}",
+            description="Frames shed or dropped before inference",
+        )
+        self._errors = meter.create_counter(
+            "phone_detection.errors", unit="{error}", description="Failed requests by reason"
+        )
+        self._by_region = meter.create_counter(
+            "phone_detection.devices.by_region",
+            unit="{device}",
+            description="Phones detected by 3x3 image region of the box centre",
+        )
+        self._by_source = meter.create_counter(
+            "phone_detection.devices.by_source",
+            unit="{device}",
+            description="Phones detected by source (camera id); bounded label set",
+        )
+
+    # -- recording -------------------------------------------------------------------------
+
+    def record_request(self, *, method: str, status: str, seconds: float | None) -> None:
+        """One finished request; latency is recorded only for requests that were processed."""
+        self._requests.add(1, {"method": method, "status": status})
+        if seconds is not None:
+            self._latency.record(seconds, {"method": method})
+
+    def record_error(self, reason: str) -> None:
+        self._errors.add(1, {"reason": reason})
+
+    def record_images(self, count: int) -> None:
+        self._images_per_request.record(count)
+
+    def record_phones(
+        self, *, count: int, centres: Iterable[tuple[float, float]], source: str | None
+    ) -> None:
+        """Phones in one image; `centres` are box centres as fractions (0-1) of width/height."""
+        self._devices_current.set(count)
+        self._devices_per_image.record(count)
+        for cx, cy in centres:
+            self._by_region.add(1, {"region": region_of(cx, cy)})
+        if source is not None and count:
+            self._by_source.add(count, {"source": self._bounded_source(source)})
+
+    def record_model(
+        self, *, loaded: bool, name: str, variant: str, synthetic: bool, provider: str
+    ) -> None:
+        self._model_load.set(1 if loaded else 0)
+        attributes = {
+            "model": name,
+            "variant": variant,
+            "synthetic": str(synthetic).lower(),
+            "provider": provider,
+        }
+        self._model_info.set(1, attributes)
+
+    def record_model_unloaded(self) -> None:
+        self._model_load.set(0)
+
+    def record_queue_capacity(self, frames: int) -> None:
+        self._queue_capacity.set(frames)
+
+    def record_queue_change(self, delta: int) -> None:
+        self._queue_depth.add(delta)
+
+    def record_queue_wait(self, seconds: float) -> None:
+        self._queue_wait.record(seconds)
+
+    def record_batch(self, *, size: int, seconds: float) -> None:
+        self._batch_size.record(size)
+        self._inference.record(seconds)
+
+    def record_rejected(self, reason: str, frames: int = 1) -> None:
+        self._rejected.add(frames, {"reason": reason})
+
+    # -- export ----------------------------------------------------------------------------
+
+    def exposition(self) -> bytes:
+        """The Prometheus text exposition of every instrument and the process metrics."""
+        return generate_latest(self.registry)
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()
+
+    def _bounded_source(self, source: str) -> str:
+        # The first `max_sources` distinct ids get their own series; the rest share "other",
+        # so a client sending random ids cannot grow the series count without bound.
+        if source in self._sources_seen:
+            return source
+        if len(self._sources_seen) < self._max_sources:
+            self._sources_seen.add(source)
+            return source
+        return "other"
+
+
+def region_of(cx: float, cy: float) -> str:
+    """The 3x3 grid cell name of a point given as fractions of the image width and height."""
+    column = min(2, max(0, int(cx * 3)))
+    row = min(2, max(0, int(cy * 3)))
+    return REGIONS[row * 3 + column]
