@@ -8,7 +8,7 @@ UV := $(TOOLS)/bin/uv
 BIN := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install lint format test run bench clean
+.PHONY: install system-deps lint format test run bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -30,7 +30,11 @@ format: install
 	$(BIN)/ruff format app tests
 	$(BIN)/ruff check --fix app tests
 
-test: install lint
+# Prometheus and Alertmanager binaries for the alerting tests (installed when missing).
+system-deps:
+	bash scripts/system-deps.sh
+
+test: install lint system-deps
 	$(BIN)/pytest
 
 run: install
