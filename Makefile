@@ -16,7 +16,7 @@ $(UV):
 
 # The venv is rebuilt whenever the lock file changes; uv installs exactly what uv.lock pins.
 $(VENV)/.installed: $(UV) uv.lock pyproject.toml
-	$(UV) sync --frozen --extra test
+	$(UV) sync --locked --extra test
 	touch $@
 
 install: $(VENV)/.installed
