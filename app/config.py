@@ -57,6 +57,16 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=1)
     max_files_per_request: int = Field(16, ge=1)
 
+    # Telemetry
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Also serve /metrics on this port (unset: app port only)"
+    )
+    max_sources: int = Field(32, ge=0, description="Distinct source ids with their own series")
+    sources_allowlist: list[str] = Field(
+        default_factory=list, description="If set, only these source ids get their own series"
+    )
+    log_format: str = Field("json", pattern="^(json|text)$")
+
     # Server
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

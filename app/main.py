@@ -4,12 +4,14 @@ model, warms it up, and starts and drains the micro-batcher."""
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from wsgiref.simple_server import WSGIServer
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from prometheus_client import CONTENT_TYPE_LATEST, start_http_server
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import app
@@ -22,7 +24,7 @@ from app.inference.pipeline import DetectionPipeline
 from app.routers import detect, health, models
 from app.runtime import Runtime
 from app.telemetry.logging import get_logger
-from app.telemetry.metrics import DetectionMetrics
+from app.telemetry.setup import Telemetry, build_telemetry
 
 logger = get_logger(__name__)
 
@@ -33,16 +35,18 @@ def create_app(
     settings: Settings | None = None,
     *,
     model: OnnxModel | None = None,
-    metrics: DetectionMetrics | None = None,
+    telemetry: Telemetry | None = None,
 ) -> FastAPI:
     """Build the service. `model` skips resolution (tests); otherwise it loads in the
     background after start-up, and /readyz says 503 until it is warm."""
     settings = settings or get_settings()
-    runtime = Runtime(settings=settings, metrics=metrics or DetectionMetrics())
+    telemetry = telemetry or build_telemetry(settings)
+    runtime = Runtime(settings=settings, metrics=telemetry.metrics, tracer=telemetry.tracer)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         loader: asyncio.Task[None] | None = None
+        metrics_server = _start_metrics_server(runtime)
         if model is not None:
             await _bring_up(runtime, model)
         else:
@@ -53,6 +57,10 @@ def create_app(
             if loader is not None and not loader.done():
                 loader.cancel()
             await _shut_down(runtime)
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
+            telemetry.shutdown()
 
     service = FastAPI(
         title="phone-detector",
@@ -67,7 +75,24 @@ def create_app(
     service.include_router(health.router)
     _add_metrics_route(service, runtime)
     _add_error_handlers(service, runtime)
+    FastAPIInstrumentor.instrument_app(
+        service,
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.metrics.provider,
+        excluded_urls="metrics,healthz,readyz",
+    )
     return service
+
+
+def _start_metrics_server(runtime: Runtime) -> WSGIServer | None:
+    """Serve /metrics on its own port too, when PHONE_DET_METRICS_PORT asks for it."""
+    port = runtime.settings.metrics_port
+    if port is None:
+        return None
+    server, _ = start_http_server(
+        port, addr=runtime.settings.host, registry=runtime.metrics.registry
+    )
+    return server
 
 
 async def _load_and_bring_up(runtime: Runtime) -> None:
@@ -100,10 +125,11 @@ async def _bring_up(runtime: Runtime, model: OnnxModel) -> None:
         max_wait_ms=settings.max_wait_ms,
         queue_size=settings.queue_size,
         metrics=runtime.metrics,
+        tracer=runtime.tracer,
     )
     batcher.start()
     detector = Detector(model, max_image_pixels=settings.max_image_pixels)
-    runtime.pipeline = DetectionPipeline(detector, batcher)
+    runtime.pipeline = DetectionPipeline(detector, batcher, tracer=runtime.tracer)
     info = model.info
     runtime.metrics.record_model(
         loaded=True,

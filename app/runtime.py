@@ -1,7 +1,9 @@
 """What a running service holds: settings, metrics, and (once loaded) the pipeline."""
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from opentelemetry.trace import NoOpTracer, Tracer
 
 from app.config import Settings
 from app.errors import ModelNotReadyError, ShuttingDownError
@@ -15,6 +17,7 @@ class Runtime:
 
     settings: Settings
     metrics: DetectionMetrics
+    tracer: Tracer = field(default_factory=NoOpTracer)
     pipeline: DetectionPipeline | None = None
     not_ready_reason: str | None = "model is loading"
     draining: bool = False

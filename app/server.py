@@ -43,7 +43,7 @@ class _DrainingServer(uvicorn.Server):
 
 def serve(settings: Settings) -> None:
     """Serve until a signal; returns after the drain and shutdown."""
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, log_format=settings.log_format)
     service = create_app(settings)
     config = uvicorn.Config(
         service,
@@ -52,5 +52,6 @@ def serve(settings: Settings) -> None:
         log_level=settings.log_level,
         timeout_graceful_shutdown=max(1, round(settings.drain_timeout_s)),
         access_log=False,
+        log_config=None,  # keep the JSON logging set up above
     )
     _DrainingServer(config, service.state.runtime).run()

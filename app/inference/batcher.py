@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanContext, Tracer
 
 from app.errors import (
     DeadlineExceededError,
@@ -39,6 +41,7 @@ class FrameOutput:
     queue_s: float  # from submit to the start of its batch
     inference_s: float  # the whole batch's model time
     batch_size: int
+    batch_span: SpanContext | None = None  # the batch's span, for a link from the request
 
 
 @dataclass(slots=True)
@@ -46,6 +49,7 @@ class _QueuedFrame:
     tensor: np.ndarray
     future: "asyncio.Future[FrameOutput]"
     deadline_at: float  # time.monotonic() after which nobody wants the answer
+    span_context: SpanContext  # the submitting request's span, linked from the batch span
     queued_at: float = field(default_factory=time.monotonic)
     started_at: float = 0.0
 
@@ -61,6 +65,7 @@ class MicroBatcher:
         max_wait_ms: float,
         queue_size: int,
         metrics: DetectionMetrics,
+        tracer: Tracer | None = None,
         retry_after_s: float = 1.0,
     ) -> None:
         if max_batch_size < 1:
@@ -74,6 +79,7 @@ class MicroBatcher:
         self.max_wait_s = max_wait_ms / 1000.0
         self.queue_size = queue_size
         self._metrics = metrics
+        self._tracer = tracer or trace.NoOpTracer()
         self._retry_after_s = retry_after_s
         self._queue: deque[_QueuedFrame] = deque()
         self._arrived = asyncio.Event()
@@ -141,7 +147,12 @@ class MicroBatcher:
                 retry_after_s=self._retry_after_s,
             )
         loop = asyncio.get_running_loop()
-        frame = _QueuedFrame(tensor, loop.create_future(), time.monotonic() + deadline_s)
+        frame = _QueuedFrame(
+            tensor,
+            loop.create_future(),
+            time.monotonic() + deadline_s,
+            trace.get_current_span().get_span_context(),
+        )
         self._queue.append(frame)
         self._metrics.record_queue_change(1)
         self._idle.clear()
@@ -201,6 +212,11 @@ class MicroBatcher:
 
     async def _run(self, batch: list[_QueuedFrame]) -> None:
         loop = asyncio.get_running_loop()
+        span = self._tracer.start_span(
+            "inference_batch",
+            links=[Link(f.span_context) for f in batch if f.span_context.is_valid],
+            attributes={"batch.size": len(batch)},
+        )
         started = time.perf_counter()
         try:
             stacked = np.stack([frame.tensor for frame in batch])
@@ -214,10 +230,14 @@ class MicroBatcher:
                 exc if isinstance(exc, InferenceFailedError) else InferenceFailedError(str(exc))
             )
             logger.error("batch of %d failed: %r", len(batch), exc)
+            span.record_exception(exc)
+            span.set_status(trace.StatusCode.ERROR)
+            span.end()
             for frame in batch:
                 if not frame.future.done():
                     frame.future.set_exception(failure)
             return
+        span.end()
         inference_s = time.perf_counter() - started
         self._metrics.record_batch(size=len(batch), seconds=inference_s)
         self.batches_run += 1
@@ -230,5 +250,6 @@ class MicroBatcher:
                     queue_s=frame.started_at - frame.queued_at,
                     inference_s=inference_s,
                     batch_size=len(batch),
+                    batch_span=span.get_span_context(),
                 )
                 frame.future.set_result(output)

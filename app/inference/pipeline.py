@@ -8,20 +8,30 @@ import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from opentelemetry import trace
+from opentelemetry.trace import Tracer
+
 from app.errors import DetectorError
 from app.inference.batcher import MicroBatcher
 from app.inference.detector import Detector
 from app.inference.types import DetectOptions, ImageResult
+from app.telemetry.tracing import now_ns, record_finished_span
 
 
 class DetectionPipeline:
     """Runs many requests' images through one Detector and one MicroBatcher."""
 
     def __init__(
-        self, detector: Detector, batcher: MicroBatcher, *, decode_threads: int = 2
+        self,
+        detector: Detector,
+        batcher: MicroBatcher,
+        *,
+        decode_threads: int = 2,
+        tracer: Tracer | None = None,
     ) -> None:
         self.detector = detector
         self.batcher = batcher
+        self._tracer = tracer or trace.NoOpTracer()
         self._decode_pool = ThreadPoolExecutor(
             max_workers=decode_threads, thread_name_prefix="decode"
         )
@@ -48,12 +58,25 @@ class DetectionPipeline:
     async def _one(self, data: bytes, options: DetectOptions, deadline_at: float) -> ImageResult:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        prepared = await loop.run_in_executor(self._decode_pool, self.detector.prepare, data)
+        with self._tracer.start_as_current_span("decode_preprocess"):
+            prepared = await loop.run_in_executor(self._decode_pool, self.detector.prepare, data)
         remaining_s = max(0.0, deadline_at - time.monotonic())
+        submitted_ns = now_ns()
         output = await self.batcher.submit(prepared.letterboxed.tensor, deadline_s=remaining_s)
+        record_finished_span(
+            self._tracer, "queue_wait", start_ns=submitted_ns, duration_s=output.queue_s
+        )
+        record_finished_span(
+            self._tracer,
+            "inference",
+            start_ns=submitted_ns + int(output.queue_s * 1e9),
+            duration_s=output.inference_s,
+            links=[output.batch_span] if output.batch_span else [],
+        )
         prepared.timings_ms["queue"] = round(output.queue_s * 1000.0, 3)
         prepared.timings_ms["inference"] = round(output.inference_s * 1000.0, 3)
-        result = self.detector.finish(prepared, output.scores, output.boxes, options)
+        with self._tracer.start_as_current_span("postprocess"):
+            result = self.detector.finish(prepared, output.scores, output.boxes, options)
         result.timings_ms["total"] = round((time.perf_counter() - started) * 1000.0, 3)
         return result
 

@@ -34,8 +34,10 @@ from app.schemas import (
     ModelRef,
     Timings,
 )
+from app.telemetry.logging import get_logger
 
 router = APIRouter(prefix="/v1", tags=["detect"])
+logger = get_logger(__name__)
 _T = TypeVar("_T")
 
 _ERRORS: dict[int | str, dict[str, object]] = {
@@ -156,48 +158,44 @@ async def _client_gone(request: Request) -> None:
 
 @contextlib.asynccontextmanager
 async def _observed(runtime: Runtime, method: str) -> AsyncIterator["_Observer"]:
-    """Counts the request's outcome and latency, whatever happens inside."""
+    """Admits the request, then counts and logs its outcome and latency, whatever happens."""
     started = time.perf_counter()
-    observer = _Observer(runtime)
+    observer = _Observer(runtime, method)
     try:
         runtime.admit()
     except DetectorError as exc:
-        runtime.metrics.record_request(method=method, status=_status_of(exc), seconds=None)
-        runtime.metrics.record_error(exc.code)
         if isinstance(exc, ShuttingDownError):
             runtime.metrics.record_rejected("shutting_down")
+        observer.finish(_status_of(exc), seconds=None, code=exc.code)
         raise
     try:
         yield observer
     except DetectorError as exc:
         status = _status_of(exc)
         processed = status in ("error", "timeout")  # shed requests never ran: no latency
-        runtime.metrics.record_request(
-            method=method,
-            status=status,
-            seconds=time.perf_counter() - started if processed else None,
-        )
-        runtime.metrics.record_error(exc.code)
+        elapsed = time.perf_counter() - started
+        observer.finish(status, seconds=elapsed if processed else None, code=exc.code)
         raise
     except Exception:
-        runtime.metrics.record_request(
-            method=method, status="error", seconds=time.perf_counter() - started
-        )
-        runtime.metrics.record_error("internal_error")
+        observer.finish("error", seconds=time.perf_counter() - started, code="internal_error")
         raise
     else:
-        runtime.metrics.record_request(
-            method=method, status="success", seconds=time.perf_counter() - started
-        )
+        observer.finish("success", seconds=time.perf_counter() - started, code=None)
     finally:
         runtime.release()
 
 
 class _Observer:
-    def __init__(self, runtime: Runtime) -> None:
+    """Collects what a request did, then records it in metrics and one log line."""
+
+    def __init__(self, runtime: Runtime, method: str) -> None:
         self._metrics = runtime.metrics
+        self._method = method
+        self._results: list[ImageResult] = []
+        self._source: str | None = None
 
     def __call__(self, results: list[ImageResult], source: str | None) -> None:
+        self._results, self._source = results, source
         for result in results:
             centres = [
                 (
@@ -207,6 +205,24 @@ class _Observer:
                 for d in result.detections
             ]
             self._metrics.record_phones(count=result.count, centres=centres, source=source)
+
+    def finish(self, status: str, *, seconds: float | None, code: str | None) -> None:
+        self._metrics.record_request(method=self._method, status=status, seconds=seconds)
+        if code is not None:
+            self._metrics.record_error(code)
+        logger.info(
+            "detect request",
+            extra={
+                "method": self._method,
+                "status": status,
+                "code": code,
+                "source": self._source,
+                "images": len(self._results),
+                "phones": sum(r.count for r in self._results),
+                "latency_ms": None if seconds is None else round(seconds * 1000.0, 2),
+                "timings_ms": [r.timings_ms for r in self._results],
+            },
+        )
 
 
 def _status_of(exc: DetectorError) -> str:

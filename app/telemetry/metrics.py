@@ -24,6 +24,15 @@ PHONES_PER_IMAGE_BUCKETS = (0, 1, 2, 3, 5, 10, 20)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32)
 IMAGES_PER_REQUEST_BUCKETS = (1, 2, 4, 8, 16, 32)
 
+METHODS = ("multipart", "base64")
+STATUSES = ("success", "error", "rejected", "timeout")
+REJECT_REASONS = ("queue_full", "shutting_down", "deadline", "cancelled", "client_disconnected")
+ERROR_REASONS = (
+    "bad_image", "too_large", "unsupported_format", "invalid_request", "invalid_base64",
+    "too_many_files", "no_images", "timeout", "model_error", "internal_error", "queue_full",
+    "shutting_down", "not_ready",
+)  # fmt: skip
+
 REGIONS = (
     "top_left", "top_center", "top_right",
     "middle_left", "center", "middle_right",
@@ -43,6 +52,7 @@ class DetectionMetrics:
         resource: Resource | None = None,
         extra_readers: Sequence[MetricReader] = (),
         max_sources: int = 32,
+        sources_allowlist: Sequence[str] = (),
     ) -> None:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
@@ -54,7 +64,21 @@ class DetectionMetrics:
         meter = self.provider.get_meter("app.telemetry", app.__version__)
         self._build_instruments(meter)
         self._max_sources = max_sources
+        self._allowlist = frozenset(sources_allowlist)
         self._sources_seen: set[str] = set()
+        self._start_at_zero()
+
+    def _start_at_zero(self) -> None:
+        # Series that exist from the first scrape make rate() and ratio rules work before
+        # the first error or shed request, instead of returning nothing.
+        for method in METHODS:
+            for status in STATUSES:
+                self._requests.add(0, {"method": method, "status": status})
+        for reason in REJECT_REASONS:
+            self._rejected.add(0, {"reason": reason})
+        for reason in ERROR_REASONS:
+            self._errors.add(0, {"reason": reason})
+        self._model_load.set(0)
 
     def _build_instruments(self, meter: Meter) -> None:
         self._requests = meter.create_counter(
@@ -198,8 +222,11 @@ class DetectionMetrics:
         self.provider.shutdown()
 
     def _bounded_source(self, source: str) -> str:
-        # The first `max_sources` distinct ids get their own series; the rest share "other",
-        # so a client sending random ids cannot grow the series count without bound.
+        # With an allow-list only listed ids get a series; without one the first
+        # `max_sources` distinct ids do. Everything else shares "other", so a client sending
+        # random ids cannot grow the series count without bound.
+        if self._allowlist:
+            return source if source in self._allowlist else "other"
         if source in self._sources_seen:
             return source
         if len(self._sources_seen) < self._max_sources:
