@@ -1,11 +1,8 @@
 """The real server: `phone-detector serve` under uvicorn, drained by SIGTERM."""
 
 import asyncio
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,52 +12,20 @@ import pytest
 
 from tests.utils.graphs import red_box_model, save
 from tests.utils.images import encode, red_box_image
+from tests.utils.server_process import start_server, stop_server
 
-CLI = str(Path(sys.executable).parent / "phone-detector")
 JPEG = encode(red_box_image((1280, 720), (100, 100, 300, 400)), "JPEG", quality=95)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """A served heavy red-box model (same answers, ~real model cost), one frame per batch."""
     model = save(red_box_model(heavy_convs=1), tmp_path / "heavy.onnx")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "PHONE_DET_MODEL_PATH": str(model),
-        "PHONE_DET_MAX_BATCH_SIZE": "1",
-        "PHONE_DET_ALLOW_FETCH": "false",
-        "PHONE_DET_DRAIN_TIMEOUT_S": "20",
-        "PHONE_DET_MODEL_CACHE_DIR": str(tmp_path / "cache"),
-    }
-    process = subprocess.Popen(
-        [CLI, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    process, base = start_server(
+        model, tmp_path, PHONE_DET_MAX_BATCH_SIZE="1", PHONE_DET_DRAIN_TIMEOUT_S="20"
     )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    else:
-        process.kill()
-        pytest.fail(f"server not ready: {process.communicate()[0].decode()[-2000:]}")
     yield process, base
-    if process.poll() is None:
-        process.kill()
-    process.communicate()
+    stop_server(process)
 
 
 def test_serves_detections_over_real_http(server: tuple[subprocess.Popen[bytes], str]) -> None:
