@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=1)
     max_files_per_request: int = Field(16, ge=1)
+    max_request_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Whole request body; larger is refused unread"
+    )
 
     # Telemetry
     metrics_port: int | None = Field(
@@ -67,10 +70,31 @@ class Settings(BaseSettings):
     )
     log_format: str = Field("json", pattern="^(json|text)$")
 
+    # Security
+    api_keys: list[str] = Field(
+        default_factory=list, description="Accepted API keys (JSON list); empty: auth off"
+    )
+    api_keys_file: Path | None = Field(None, description="File of API keys, one per line")
+    auth_metrics: bool = Field(False, description="Require a key for /metrics too")
+    auth_health: bool = Field(False, description="Require a key for /healthz and /readyz too")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS (JSON list); empty: CORS off"
+    )
+
     # Server
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
+
+    def resolved_api_keys(self) -> list[str]:
+        """Keys from `api_keys` and `api_keys_file` (blank lines and # comments ignored)."""
+        keys = [key for key in self.api_keys if key]
+        if self.api_keys_file is not None:
+            for line in self.api_keys_file.read_text().splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    keys.append(line)
+        return keys
 
 
 @lru_cache(maxsize=1)

@@ -6,6 +6,7 @@ DetectorError                      500 internal_error
 │   ├── ModelContractError         500 model_contract
 │   ├── ModelFetchError            502 fetch_failed
 │   └── InferenceFailedError       500 model_error
+├── UnauthorizedError              401 unauthorized
 ├── BadRequestError                400 bad_request
 │   ├── ImageDecodeError           400 bad_image
 │   ├── InvalidBase64Error         400 invalid_base64
@@ -69,6 +70,13 @@ class InferenceFailedError(ModelError):
     """onnxruntime raised while running a batch."""
 
     code = "model_error"
+
+
+class UnauthorizedError(DetectorError):
+    """No API key, or not one of the configured keys."""
+
+    code = "unauthorized"
+    http_status = 401
 
 
 class BadRequestError(DetectorError):

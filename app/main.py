@@ -9,6 +9,7 @@ from wsgiref.simple_server import WSGIServer
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, start_http_server
@@ -16,12 +17,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import app
 from app.config import Settings, get_settings
-from app.errors import DetectorError
+from app.errors import DetectorError, UnauthorizedError
 from app.inference.batcher import MicroBatcher
 from app.inference.detector import Detector
 from app.inference.model import OnnxModel
 from app.inference.pipeline import DetectionPipeline
+from app.limits import RequestBodyLimit
 from app.routers import detect, health, models
+from app.routers.auth import ApiKeyRequired
 from app.runtime import Runtime
 from app.telemetry.logging import get_logger
 from app.telemetry.setup import Telemetry, build_telemetry
@@ -41,7 +44,12 @@ def create_app(
     background after start-up, and /readyz says 503 until it is warm."""
     settings = settings or get_settings()
     telemetry = telemetry or build_telemetry(settings)
-    runtime = Runtime(settings=settings, metrics=telemetry.metrics, tracer=telemetry.tracer)
+    runtime = Runtime(
+        settings=settings,
+        metrics=telemetry.metrics,
+        tracer=telemetry.tracer,
+        api_keys=settings.resolved_api_keys(),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -70,11 +78,25 @@ def create_app(
         lifespan=lifespan,
     )
     service.state.runtime = runtime
-    service.include_router(detect.router)
-    service.include_router(models.router)
-    service.include_router(health.router)
+    service.include_router(detect.router, dependencies=[ApiKeyRequired])
+    service.include_router(models.router, dependencies=[ApiKeyRequired])
+    service.include_router(
+        health.router, dependencies=[ApiKeyRequired] if settings.auth_health else []
+    )
     _add_metrics_route(service, runtime)
     _add_error_handlers(service, runtime)
+    service.add_middleware(
+        RequestBodyLimit,
+        max_body_bytes=settings.max_request_bytes,
+        on_refused=lambda path: _count_refused_body(runtime, path),
+    )
+    if settings.cors_origins:
+        service.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+        )
     FastAPIInstrumentor.instrument_app(
         service,
         tracer_provider=telemetry.tracer_provider,
@@ -167,8 +189,17 @@ async def _shut_down(runtime: Runtime) -> None:
     runtime.metrics.record_model_unloaded()
 
 
+def _count_refused_body(runtime: Runtime, path: str) -> None:
+    method = _METHOD_BY_PATH.get(path)
+    if method is not None:
+        runtime.metrics.record_request(method=method, status="error", seconds=None)
+    runtime.metrics.record_error("too_large")
+
+
 def _add_metrics_route(service: FastAPI, runtime: Runtime) -> None:
-    @service.get("/metrics", tags=["health"], response_class=Response)
+    guard = [ApiKeyRequired] if runtime.settings.auth_metrics else []
+
+    @service.get("/metrics", tags=["health"], response_class=Response, dependencies=guard)
     async def prometheus_metrics() -> Response:
         """Prometheus text exposition of the service's metrics."""
         return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
@@ -188,6 +219,8 @@ def _add_error_handlers(service: FastAPI, runtime: Runtime) -> None:
         headers = None
         if exc.retry_after_s is not None:
             headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
+        if isinstance(exc, UnauthorizedError):
+            headers = {"WWW-Authenticate": "Bearer"}
         if exc.http_status >= 500 and exc.http_status != 503:
             logger.error("%r", exc, exc_info=exc.__cause__ or exc)
         return _error_response(exc.http_status, exc.code, exc.message, headers)
@@ -206,7 +239,9 @@ def _add_error_handlers(service: FastAPI, runtime: Runtime) -> None:
 
     async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
         headers = dict(exc.headers) if exc.headers else None
         return _error_response(exc.status_code, code, str(exc.detail), headers)
 

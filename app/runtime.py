@@ -22,6 +22,7 @@ class Runtime:
     not_ready_reason: str | None = "model is loading"
     draining: bool = False
     in_flight: int = 0  # detection requests accepted and not yet answered
+    api_keys: list[str] = field(default_factory=list)  # empty: auth off
 
     @property
     def ready(self) -> bool:
