@@ -8,7 +8,7 @@ UV := $(TOOLS)/bin/uv
 BIN := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install system-deps lint format test run bench clean
+.PHONY: install system-deps audit lint format test run bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -36,6 +36,18 @@ system-deps:
 
 test: install lint system-deps
 	$(BIN)/pytest
+	$(MAKE) --no-print-directory audit
+
+# Known vulnerabilities in the locked dependencies. Fails on any finding; only a
+# vulnerability service that cannot be reached at all (no network) is reported and passed.
+audit: install
+	@$(UV) export --locked --extra test --no-emit-project --format requirements-txt > .venv/audit-requirements.txt
+	@out=$$($(BIN)/pip-audit -r .venv/audit-requirements.txt --disable-pip --no-deps --progress-spinner off 2>&1); rc=$$?; \
+	if [ $$rc -ne 0 ]; then echo "$$out"; exit $$rc; \
+	elif echo "$$out" | grep -q "could not be audited"; then \
+		echo "pip-audit: SKIPPED $$(echo "$$out" | grep -c 'could not be audited') packages: the vulnerability service is unreachable from this machine"; \
+	else echo "pip-audit: no known vulnerabilities"; \
+	fi
 
 run: install
 	$(BIN)/phone-detector serve --host $${PHONE_DET_HOST:-0.0.0.0} --port $${PHONE_DET_PORT:-8000}
