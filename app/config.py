@@ -60,6 +60,16 @@ class Settings(BaseSettings):
         64 * 1024 * 1024, ge=1024, description="Whole request body; larger is refused unread"
     )
 
+    # Live stream
+    stream_max_pending: int = Field(
+        2, ge=1, le=64, description="Frames a stream may hold; older ones are dropped"
+    )
+
+    # Phone-presence events (per source)
+    presence_min_hits: int = Field(3, ge=1, description="Frames with a phone needed to open")
+    presence_window: int = Field(5, ge=1, description="... out of this many recent frames")
+    presence_clear_after_s: float = Field(5.0, ge=0.0, description="No phone this long closes")
+
     # Telemetry
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="Also serve /metrics on this port (unset: app port only)"

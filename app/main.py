@@ -23,7 +23,8 @@ from app.inference.detector import Detector
 from app.inference.model import OnnxModel
 from app.inference.pipeline import DetectionPipeline
 from app.limits import RequestBodyLimit
-from app.routers import detect, health, models
+from app.presence import PresenceTracker
+from app.routers import detect, health, models, stream
 from app.routers.auth import ApiKeyRequired
 from app.runtime import Runtime
 from app.telemetry.logging import get_logger
@@ -31,7 +32,11 @@ from app.telemetry.setup import Telemetry, build_telemetry
 
 logger = get_logger(__name__)
 
-_METHOD_BY_PATH = {"/v1/detect": "multipart", "/v1/detect/base64": "base64"}
+_METHOD_BY_PATH = {
+    "/v1/detect": "multipart",
+    "/v1/detect/base64": "base64",
+    "/v1/detect/render": "render",
+}
 
 
 def create_app(
@@ -49,6 +54,11 @@ def create_app(
         metrics=telemetry.metrics,
         tracer=telemetry.tracer,
         api_keys=settings.resolved_api_keys(),
+        presence=PresenceTracker(
+            min_hits=settings.presence_min_hits,
+            window=settings.presence_window,
+            clear_after_s=settings.presence_clear_after_s,
+        ),
     )
 
     @contextlib.asynccontextmanager
@@ -80,6 +90,7 @@ def create_app(
     service.state.runtime = runtime
     service.include_router(detect.router, dependencies=[ApiKeyRequired])
     service.include_router(models.router, dependencies=[ApiKeyRequired])
+    service.include_router(stream.router)  # checks its key itself: browsers can't send headers
     service.include_router(
         health.router, dependencies=[ApiKeyRequired] if settings.auth_health else []
     )

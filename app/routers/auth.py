@@ -18,21 +18,31 @@ def _matches_any(candidate: str, keys: list[str]) -> bool:
     return found
 
 
+def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The key a request carries in `X-API-Key` or `Authorization: Bearer`, if any."""
+    if x_api_key:
+        return x_api_key
+    if authorization is not None:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return None
+
+
+def key_accepted(keys: list[str], candidate: str | None) -> bool:
+    """True when auth is off (no keys) or `candidate` is one of `keys`."""
+    if not keys:
+        return True
+    return bool(candidate) and _matches_any(candidate or "", keys)
+
+
 async def require_api_key(
     runtime: RuntimeDep,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
     x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> None:
     """Passes when auth is off (no keys configured) or the request carries a valid key."""
-    keys = runtime.api_keys
-    if not keys:
-        return
-    candidate = x_api_key
-    if candidate is None and authorization is not None:
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() == "bearer":
-            candidate = token.strip()
-    if not candidate or not _matches_any(candidate, keys):
+    if not key_accepted(runtime.api_keys, presented_key(authorization, x_api_key)):
         runtime.metrics.record_error(UnauthorizedError.code)
         raise UnauthorizedError("missing or invalid API key; send Authorization: Bearer <key>")
 

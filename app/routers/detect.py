@@ -6,9 +6,9 @@ import binascii
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 
 from app.errors import (
     ClientDisconnectedError,
@@ -21,19 +21,12 @@ from app.errors import (
     ShuttingDownError,
     TooManyFilesError,
 )
+from app.inference.render import render_detections
 from app.inference.types import DetectOptions, ImageResult
+from app.routers.convert import image_detections, model_ref
 from app.routers.deps import RuntimeDep
 from app.runtime import Runtime
-from app.schemas import (
-    Base64DetectRequest,
-    BoxOut,
-    DetectionOut,
-    DetectResponse,
-    ErrorBody,
-    ImageDetections,
-    ModelRef,
-    Timings,
-)
+from app.schemas import Base64DetectRequest, DetectResponse, ErrorBody
 from app.telemetry.logging import get_logger
 
 router = APIRouter(prefix="/v1", tags=["detect"])
@@ -123,6 +116,55 @@ async def detect_base64(
         return _response(runtime, results, ids=[item.id for item in body.images])
 
 
+@router.post(
+    "/detect/render",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"image/jpeg": {}, "image/png": {}},
+            "description": "The image with boxes, labels and scores drawn",
+        },
+        **_ERRORS,
+    },
+)
+async def detect_render(
+    request: Request,
+    runtime: RuntimeDep,
+    file: Annotated[UploadFile, File(description="One image file")],
+    score_threshold: ScoreThreshold = None,
+    iou_threshold: IouThreshold = None,
+    max_detections: MaxDetections = None,
+    source: Source = None,
+    image_format: Annotated[
+        Literal["jpeg", "png"], Query(alias="format", description="Output image format")
+    ] = "jpeg",
+) -> Response:
+    """Detect phones in one image and return it annotated (JPEG or PNG).
+
+    The phone count and synthetic flag are also in the `X-Phone-Count` and
+    `X-Model-Synthetic` headers.
+    Example: `curl -F file=@photo.jpg localhost:8000/v1/detect/render -o annotated.jpg`
+    """
+    async with _observed(runtime, "render") as observe:
+        data = await _read_upload(file, runtime.settings.max_upload_bytes)
+        options = _options(runtime, score_threshold, iou_threshold, max_detections)
+        (result,) = await _detect(request, runtime, [data], options)
+        observe([result], source)
+        pillow_format = "PNG" if image_format == "png" else "JPEG"
+        rendered = await asyncio.to_thread(
+            render_detections, data, result.detections, image_format=pillow_format
+        )
+        info = runtime.require_pipeline().detector.model.info
+        return Response(
+            rendered,
+            media_type=f"image/{image_format}",
+            headers={
+                "X-Phone-Count": str(result.count),
+                "X-Model-Synthetic": str(info.synthetic).lower(),
+            },
+        )
+
+
 async def _detect(
     request: Request, runtime: Runtime, images: list[bytes], options: DetectOptions
 ) -> list[ImageResult]:
@@ -189,6 +231,7 @@ class _Observer:
     """Collects what a request did, then records it in metrics and one log line."""
 
     def __init__(self, runtime: Runtime, method: str) -> None:
+        self._runtime = runtime
         self._metrics = runtime.metrics
         self._method = method
         self._results: list[ImageResult] = []
@@ -197,14 +240,7 @@ class _Observer:
     def __call__(self, results: list[ImageResult], source: str | None) -> None:
         self._results, self._source = results, source
         for result in results:
-            centres = [
-                (
-                    (d.box.x1 + d.box.x2) / 2 / max(result.width, 1),
-                    (d.box.y1 + d.box.y2) / 2 / max(result.height, 1),
-                )
-                for d in result.detections
-            ]
-            self._metrics.record_phones(count=result.count, centres=centres, source=source)
+            self._runtime.record_result(result, source)
 
     def finish(self, status: str, *, seconds: float | None, code: str | None) -> None:
         self._metrics.record_request(method=self._method, status=status, seconds=seconds)
@@ -276,24 +312,9 @@ def _response(
 ) -> DetectResponse:
     info = runtime.require_pipeline().detector.model.info
     return DetectResponse(
-        model=ModelRef(name=info.name, variant=info.variant, synthetic=info.synthetic),
+        model=model_ref(info),
         results=[
-            ImageDetections(
-                id=ids[i] if ids else None,
-                width=result.width,
-                height=result.height,
-                count=result.count,
-                detections=[
-                    DetectionOut(
-                        label=d.label,
-                        class_id=d.class_id,
-                        score=d.score,
-                        box=BoxOut(x1=d.box.x1, y1=d.box.y1, x2=d.box.x2, y2=d.box.y2),
-                    )
-                    for d in result.detections
-                ],
-                timings_ms=Timings(**result.timings_ms),
-            )
+            image_detections(result, image_id=ids[i] if ids else None)
             for i, result in enumerate(results)
         ],
     )

@@ -24,9 +24,12 @@ PHONES_PER_IMAGE_BUCKETS = (0, 1, 2, 3, 5, 10, 20)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32)
 IMAGES_PER_REQUEST_BUCKETS = (1, 2, 4, 8, 16, 32)
 
-METHODS = ("multipart", "base64")
+METHODS = ("multipart", "base64", "render", "stream")
 STATUSES = ("success", "error", "rejected", "timeout")
-REJECT_REASONS = ("queue_full", "shutting_down", "deadline", "cancelled", "client_disconnected")
+REJECT_REASONS = (
+    "queue_full", "shutting_down", "deadline", "cancelled", "client_disconnected",
+    "stream_dropped",
+)  # fmt: skip
 ERROR_REASONS = (
     "bad_image", "too_large", "unsupported_format", "invalid_request", "invalid_base64",
     "too_many_files", "no_images", "timeout", "model_error", "internal_error", "queue_full",
@@ -79,6 +82,8 @@ class DetectionMetrics:
         for reason in ERROR_REASONS:
             self._errors.add(0, {"reason": reason})
         self._model_load.set(0)
+        for state in ("opened", "closed"):
+            self._presence_events.add(0, {"state": state})
 
     def _build_instruments(self, meter: Meter) -> None:
         self._requests = meter.create_counter(
@@ -150,6 +155,15 @@ class DetectionMetrics:
             unit="{device}",
             description="Phones detected by 3x3 image region of the box centre",
         )
+        self._presence_active = meter.create_gauge(
+            "phone_detection.presence.active",
+            description="1 while a phone-in-view event is open for the source, else 0",
+        )
+        self._presence_events = meter.create_counter(
+            "phone_detection.presence.events",
+            unit="{event}",
+            description="Phone-presence events opened and closed",
+        )
         self._by_source = meter.create_counter(
             "phone_detection.devices.by_source",
             unit="{device}",
@@ -180,6 +194,12 @@ class DetectionMetrics:
             self._by_region.add(1, {"region": region_of(cx, cy)})
         if source is not None and count:
             self._by_source.add(count, {"source": self._bounded_source(source)})
+
+    def record_presence(self, *, source: str, state: str) -> None:
+        """A presence event `state` ("opened"/"closed") for `source` (bounded label)."""
+        label = self._bounded_source(source)
+        self._presence_active.set(1 if state == "opened" else 0, {"source": label})
+        self._presence_events.add(1, {"state": state})
 
     def record_model(
         self, *, loaded: bool, name: str, variant: str, synthetic: bool, provider: str
