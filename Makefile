@@ -30,9 +30,9 @@ format: install
 	$(BIN)/ruff format app tests
 	$(BIN)/ruff check --fix app tests
 
-# Prometheus and Alertmanager binaries for the alerting tests (installed when missing).
+# Prometheus, Alertmanager (alerting tests) and Chromium (web page test), installed when missing.
 system-deps:
-	bash scripts/system-deps.sh
+	EXTRA_SYSTEM_PACKAGES="chromium" bash scripts/system-deps.sh
 
 test: install lint system-deps
 	$(BIN)/pytest
@@ -51,6 +51,19 @@ audit: install
 
 run: install
 	$(BIN)/phone-detector serve --host $${PHONE_DET_HOST:-0.0.0.0} --port $${PHONE_DET_PORT:-8000}
+
+# The benchmark (never part of `make test`): our service against this machine's ceiling, a
+# per-request baseline and peer servers (Ray Serve, LitServe, BentoML). The peers pull in
+# many packages, so they get their own venv; results (JSON, Markdown, PNG) in bench/results/.
+BENCH_VENV := bench/.venv
+BENCH_ARGS ?=
+
+$(BENCH_VENV)/.installed: $(UV) uv.lock pyproject.toml
+	UV_PROJECT_ENVIRONMENT=$(BENCH_VENV) $(UV) sync --locked --extra bench
+	touch $@
+
+bench: install $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

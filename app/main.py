@@ -3,6 +3,7 @@ model, warms it up, and starts and drains the micro-batcher."""
 
 import asyncio
 import contextlib
+import io
 from collections.abc import AsyncIterator
 from wsgiref.simple_server import WSGIServer
 
@@ -12,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, start_http_server
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -24,13 +26,22 @@ from app.inference.model import OnnxModel
 from app.inference.pipeline import DetectionPipeline
 from app.limits import RequestBodyLimit
 from app.presence import PresenceTracker
-from app.routers import detect, health, models, stream
+from app.routers import detect, health, models, stream, web
 from app.routers.auth import ApiKeyRequired
 from app.runtime import Runtime
 from app.telemetry.logging import get_logger
 from app.telemetry.setup import Telemetry, build_telemetry
 
 logger = get_logger(__name__)
+
+
+def _tiny_jpeg() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (128, 128, 128)).save(out, format="JPEG")
+    return out.getvalue()
+
+
+_WARM_UP_JPEG = _tiny_jpeg()
 
 _METHOD_BY_PATH = {
     "/v1/detect": "multipart",
@@ -91,6 +102,7 @@ def create_app(
     service.include_router(detect.router, dependencies=[ApiKeyRequired])
     service.include_router(models.router, dependencies=[ApiKeyRequired])
     service.include_router(stream.router)  # checks its key itself: browsers can't send headers
+    service.include_router(web.router)  # the page is public; its API calls carry the key
     service.include_router(
         health.router, dependencies=[ApiKeyRequired] if settings.auth_health else []
     )
@@ -151,7 +163,8 @@ async def _load_and_bring_up(runtime: Runtime) -> None:
 async def _bring_up(runtime: Runtime, model: OnnxModel) -> None:
     settings = runtime.settings
     runtime.not_ready_reason = "warming up"
-    await asyncio.to_thread(_warm_up, model, settings.max_batch_size)
+    detector = Detector(model, max_image_pixels=settings.max_image_pixels)
+    await asyncio.to_thread(_warm_up, detector, settings.max_batch_size)
     batcher = MicroBatcher(
         model.run,
         max_batch_size=settings.max_batch_size,
@@ -161,7 +174,6 @@ async def _bring_up(runtime: Runtime, model: OnnxModel) -> None:
         tracer=runtime.tracer,
     )
     batcher.start()
-    detector = Detector(model, max_image_pixels=settings.max_image_pixels)
     runtime.pipeline = DetectionPipeline(detector, batcher, tracer=runtime.tracer)
     info = model.info
     runtime.metrics.record_model(
@@ -182,8 +194,11 @@ async def _bring_up(runtime: Runtime, model: OnnxModel) -> None:
     )
 
 
-def _warm_up(model: OnnxModel, max_batch_size: int) -> None:
-    # The first runs allocate arenas and pick kernels; pay that before reporting ready.
+def _warm_up(detector: Detector, max_batch_size: int) -> None:
+    # The first runs allocate arenas and pick kernels, and the first decode loads codecs;
+    # pay that before reporting ready, not on the first caller.
+    model = detector.model
+    detector.prepare(_WARM_UP_JPEG)
     height, width = model.info.input_size_px
     model.run(np.zeros((1, 3, height, width), np.float32))
     if model.info.dynamic_batch and max_batch_size > 1:
