@@ -145,6 +145,29 @@ def model_fetch(
     typer.echo(str(target))
 
 
+@model_cli.command("build")
+def model_build(
+    variant: Annotated[str, typer.Option(help="DAMO-YOLO variant: N, T, S or M")] = "S",
+    classes: Annotated[int, typer.Option(min=1, help="80 (COCO) or 1 (phone only)")] = 80,
+    seed: Annotated[int, typer.Option(min=0, help="Weight seed; same seed, same file")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Output file; default: the model cache")] = None,
+) -> None:
+    """Build a same-architecture DAMO-YOLO network with seeded weights (SYNTHETIC).
+
+    Its speed and memory are those of the real model; its detections are meaningless.
+    """
+    from app.inference.builder import VARIANTS, build_model_file
+    from app.inference.resolve import synthetic_model_path
+
+    variant = variant.upper()
+    if variant not in VARIANTS:
+        raise typer.BadParameter(f"choose one of {', '.join(VARIANTS)}", param_hint="--variant")
+    settings = get_settings()
+    target = out or synthetic_model_path(settings.model_cache_dir, variant, seed, classes)
+    build_model_file(variant, target, num_classes=classes, seed=seed)
+    typer.echo(str(target))
+
+
 @model_cli.command("list")
 def model_list() -> None:
     """List the official models `model fetch` knows."""

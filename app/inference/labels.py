@@ -38,9 +38,9 @@ def class_names_for(
             names = []
         source = "the model's 'names' metadata"
         if not names:
-            return _fallback_names(num_classes)
+            return default_class_names(num_classes)
     else:
-        return _fallback_names(num_classes)
+        return default_class_names(num_classes)
     if len(names) != num_classes:
         raise ValueError(f"{source} lists {len(names)} names, the model has {num_classes} classes")
     return names
@@ -57,7 +57,8 @@ def default_phone_classes(names: list[str]) -> list[int]:
     return []
 
 
-def _fallback_names(num_classes: int) -> list[str]:
+def default_class_names(num_classes: int) -> list[str]:
+    """COCO names for 80 classes, ["phone"] for one, otherwise "class_<i>"."""
     if num_classes == len(COCO80_NAMES):
         return list(COCO80_NAMES)
     if num_classes == 1:

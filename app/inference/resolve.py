@@ -9,9 +9,9 @@ from app.telemetry.logging import get_logger
 logger = get_logger(__name__)
 
 
-def synthetic_model_path(cache_dir: Path, variant: str, seed: int) -> Path:
-    """Cache location of a built network: same variant and seed, same file."""
-    return cache_dir / f"synthetic_damoyolo_{variant}_seed{seed}.onnx"
+def synthetic_model_path(cache_dir: Path, variant: str, seed: int, num_classes: int = 80) -> Path:
+    """Cache location of a built network: same variant, seed and classes, same file."""
+    return cache_dir / f"synthetic_damoyolo_{variant}_c{num_classes}_seed{seed}.onnx"
 
 
 def resolve_model_path(settings: Settings) -> Path:

@@ -157,8 +157,9 @@ def test_render_returns_an_annotated_image(server: str) -> None:
 
     with Image.open(io.BytesIO(response.content)) as image:
         assert image.size == (640, 480)
-        r, g, b = image.convert("RGB").getpixel((101, 200))  # on the drawn box edge
-        assert r > 200 and g < 100
+        r, g, _b = image.convert("RGB").getpixel((101, 200))  # on the drawn box edge
+        assert r > 200
+        assert g < 100
 
 
 def test_render_rejects_bad_input_as_json(server: str, tmp_path: Path) -> None:

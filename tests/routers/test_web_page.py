@@ -76,7 +76,8 @@ def test_upload_shows_boxes_count_and_synthetic_warning(server: str, tmp_path: P
                 "() => Array.from(document.getElementById('canvas')"
                 ".getContext('2d').getImageData(500, 380, 1, 1).data)"
             )
-            assert edge[0] > 200 and edge[2] < 100, edge
+            assert edge[0] > 200, edge
+            assert edge[2] < 100, edge
             page.screenshot(path=str(ARTIFACTS / "web-page.png"), full_page=True)
         finally:
             browser.close()
