@@ -247,7 +247,7 @@ def _add_error_handlers(service: FastAPI, runtime: Runtime) -> None:
             headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
         if isinstance(exc, UnauthorizedError):
             headers = {"WWW-Authenticate": "Bearer"}
-        if exc.http_status >= 500 and exc.http_status != 503:
+        if exc.http_status == 500:  # a bug or a model failure: keep the cause for the log
             logger.error("%r", exc, exc_info=exc.__cause__ or exc)
         return _error_response(exc.http_status, exc.code, exc.message, headers)
 

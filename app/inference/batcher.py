@@ -137,15 +137,7 @@ class MicroBatcher:
         while draining, DeadlineExceededError after `deadline_s`, InferenceFailedError when
         its batch failed. Cancelling the caller drops the frame if it has not run yet.
         """
-        if not self._accepting:
-            self._metrics.record_rejected("shutting_down")
-            raise ShuttingDownError("service is shutting down", retry_after_s=self._retry_after_s)
-        if len(self._queue) >= self.queue_size:
-            self._metrics.record_rejected("queue_full")
-            raise QueueFullError(
-                f"queue is full ({self.queue_size} frames); retry later",
-                retry_after_s=self._retry_after_s,
-            )
+        self.check_capacity()
         loop = asyncio.get_running_loop()
         frame = _QueuedFrame(
             tensor,
@@ -159,12 +151,43 @@ class MicroBatcher:
         self._arrived.set()
         try:
             # No shield: a caller that times out or is cancelled cancels the frame's future
-            # at once, and the loop skips frames whose future is done.
+            # at once; the frame also leaves the queue at once, so it holds no slot.
             return await asyncio.wait_for(frame.future, deadline_s)
         except TimeoutError:
+            if self._withdraw(frame):
+                self._metrics.record_rejected("deadline")
             raise DeadlineExceededError(
                 f"no answer within the {deadline_s * 1000:.0f} ms deadline"
             ) from None
+        except asyncio.CancelledError:
+            # The caller counts why it gave up (e.g. client_disconnected); count it once.
+            self._withdraw(frame)
+            raise
+
+    def check_capacity(self) -> None:
+        """Raise at once what `submit` would raise for lack of room, before any work is spent.
+
+        ShuttingDownError while draining, QueueFullError when `queue_size` frames wait; each
+        refusal is counted under its reason.
+        """
+        if not self._accepting:
+            self._metrics.record_rejected("shutting_down")
+            raise ShuttingDownError("service is shutting down", retry_after_s=self._retry_after_s)
+        if len(self._queue) >= self.queue_size:
+            self._metrics.record_rejected("queue_full")
+            raise QueueFullError(
+                f"queue is full ({self.queue_size} frames); retry later",
+                retry_after_s=self._retry_after_s,
+            )
+
+    def _withdraw(self, frame: _QueuedFrame) -> bool:
+        """Take a still-queued frame out of the queue; False if a batch already took it."""
+        try:
+            self._queue.remove(frame)
+        except ValueError:
+            return False
+        self._metrics.record_queue_change(-1)
+        return True
 
     async def _drained(self) -> None:
         while self._queue or not self._idle.is_set():

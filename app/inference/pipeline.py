@@ -45,6 +45,8 @@ class DetectionPipeline:
         DetectorError, and the other images' frames are dropped.
         """
         started = time.monotonic()
+        # Shed before decoding: a request that cannot be queued should cost nothing.
+        self.batcher.check_capacity()
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [

@@ -28,7 +28,8 @@ def _value(text: str, name: str, **labels: str) -> float:
 
 async def test_known_sequence_is_counted_exactly(red_model: OnnxModel) -> None:
     slow = SlowModel(red_model, delay_s=0.3)
-    async with running_app(slow, queue_size=1, max_batch_size=1) as (_, client):
+    # queue 2: the two-image request always fits, the flood of 6 never does
+    async with running_app(slow, queue_size=2, max_batch_size=1) as (_, client):
         ok_two = await client.post(
             "/v1/detect", files=[("file", ("a.jpg", JPEG)), ("file", ("b.jpg", JPEG))],
             params={"source": "hall-a-cam-1"},
@@ -36,7 +37,7 @@ async def test_known_sequence_is_counted_exactly(red_model: OnnxModel) -> None:
         ok_one = await client.post("/v1/detect", files={"file": ("a.jpg", JPEG)})
         bad = await client.post("/v1/detect", files={"file": ("x.jpg", JPEG[:300])})
         flood = await asyncio.gather(
-            *(client.post("/v1/detect", files={"file": ("a.jpg", JPEG)}) for _ in range(4))
+            *(client.post("/v1/detect", files={"file": ("a.jpg", JPEG)}) for _ in range(6))
         )
         text = (await client.get("/metrics")).text
 
@@ -44,7 +45,7 @@ async def test_known_sequence_is_counted_exactly(red_model: OnnxModel) -> None:
     shed = sum(r.status_code == 503 for r in flood)
     served = sum(r.status_code == 200 for r in flood)
     assert shed >= 1
-    assert shed + served == 4
+    assert shed + served == 6
 
     success = _value(text, "phone_detection_requests_total", method="multipart", status="success")
     assert success == 2 + served
@@ -68,13 +69,13 @@ async def test_known_sequence_is_counted_exactly(red_model: OnnxModel) -> None:
     assert _value(text, "phone_detection_devices_current") == 1
     assert _value(text, "phone_detection_devices_by_region_total", region="top_left") == images
     assert _value(text, "phone_detection_devices_by_source_total", source="hall-a-cam-1") == 2
-    # every admitted request, shed ones included: 2 + 1 + bad + 4 flood
-    assert _value(text, "phone_detection_images_per_request_count") == 3 + 4
-    assert _value(text, "phone_detection_images_per_request_sum") == 2 + 1 + 1 + 4
+    # every admitted request, shed ones included: 2 + 1 + bad + 6 flood
+    assert _value(text, "phone_detection_images_per_request_count") == 3 + 6
+    assert _value(text, "phone_detection_images_per_request_sum") == 2 + 1 + 1 + 6
     assert _value(text, "phone_detection_batch_size_count") >= images
     assert _value(text, "phone_detection_inference_duration_seconds_count") >= images
     assert _value(text, "phone_detection_queue_wait_duration_seconds_count") == images
-    assert _value(text, "phone_detection_queue_capacity") == 1
+    assert _value(text, "phone_detection_queue_capacity") == 2
     assert _value(text, "phone_detection_queue_depth") == 0
     assert _value(text, "phone_detection_model_load") == 1
     assert _value(
