@@ -3,6 +3,10 @@
 The contract (DAMO-YOLO tools/converter.py without --end2end): one input [B, 3, H, W]
 float32 RGB 0-255; two outputs, `scores` [B, N, C] (sigmoid applied) and `boxes` [B, N, 4]
 (x1, y1, x2, y2 in input pixels). B is 1 in official exports and symbolic in ours.
+
+The file is never changed, but the loaded graph gets a uint8 -> float32 Cast in front of
+its input: frames stay uint8 from the decoder to the model, a quarter of the bytes to
+letterbox, queue and stack, and the values the network sees are exactly the same.
 """
 
 import hashlib
@@ -11,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
+from onnx import TensorProto, helper
 
 from app.errors import InferenceFailedError, ModelContractError, ModelNotFoundError
 from app.inference.labels import class_names_for, default_phone_classes
@@ -48,7 +54,8 @@ class OnnxModel:
     """One onnxruntime session over a contract-checked DAMO-YOLO model.
 
     `run(batch)` is thread-safe (onnxruntime sessions are); a fixed batch-1 export runs a
-    larger batch frame by frame.
+    larger batch frame by frame. With `uint8_input` (the default) the session takes uint8
+    frames; float32 frames with whole 0-255 values are accepted too and give the same result.
     """
 
     def __init__(
@@ -58,22 +65,29 @@ class OnnxModel:
         intra_op_threads: int = 2,
         labels_path: Path | None = None,
         phone_classes: list[str] | None = None,
+        uint8_input: bool = True,
     ) -> None:
         if not path.is_file():
             raise ModelNotFoundError(f"model file not found: {path}")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
+        self._path = path
+        self._options = _session_options(intra_op_threads)
         try:
+            source: str | bytes = str(path)
+            self.input_dtype: type[np.uint8] | type[np.float32] = np.float32
+            if uint8_input:
+                prepended = _with_uint8_input(path)
+                if prepended is not None:
+                    source, self.input_dtype = prepended, np.uint8
             self._session = ort.InferenceSession(
-                str(path), sess_options=options, providers=["CPUExecutionProvider"]
+                source, sess_options=self._options, providers=["CPUExecutionProvider"]
             )
-        except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+            del source
+        except Exception as exc:  # onnx/onnxruntime raise their own untyped errors for bad files
             raise ModelContractError(f"{path} is not a loadable ONNX model; {_EXPECTED}") from exc
-        self._input_name, input_size, self._dynamic_batch = _check_input(self._session, path)
+        self._float_session: ort.InferenceSession | None = None
+        self._input_name, input_size, self._dynamic_batch = _check_input(
+            self._session, path, uint8=self.input_dtype is np.uint8
+        )
         self._output_names, num_classes = _check_outputs(self._session, path)
         metadata = dict(self._session.get_modelmeta().custom_metadata_map)
         try:
@@ -97,16 +111,17 @@ class OnnxModel:
         )
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """[B, 3, H, W] float32 -> (scores [B, N, C], boxes [B, N, 4]).
+        """[B, 3, H, W] uint8 or float32 (RGB 0-255) -> (scores [B, N, C], boxes [B, N, 4]).
 
         Raises InferenceFailedError when onnxruntime fails or returns a wrong batch size.
         """
         try:
+            session, batch = self._session_for(batch)
             if self._dynamic_batch or batch.shape[0] == 1:
-                scores, boxes = self._session.run(self._output_names, {self._input_name: batch})
+                scores, boxes = session.run(self._output_names, {self._input_name: batch})
             else:
                 parts = [
-                    self._session.run(self._output_names, {self._input_name: batch[i : i + 1]})
+                    session.run(self._output_names, {self._input_name: batch[i : i + 1]})
                     for i in range(batch.shape[0])
                 ]
                 scores = np.concatenate([p[0] for p in parts])
@@ -119,14 +134,80 @@ class OnnxModel:
             )
         return scores, boxes
 
+    def _session_for(self, batch: np.ndarray) -> tuple[ort.InferenceSession, np.ndarray]:
+        """The session that takes `batch` as it is, converting only when exact."""
+        if batch.dtype == self.input_dtype:
+            return self._session, batch
+        if self.input_dtype is np.float32:
+            return self._session, batch.astype(np.float32)
+        if batch.dtype == np.uint8:
+            return self._session, batch
+        as_uint8 = np.clip(batch, 0, 255).astype(np.uint8)
+        if np.array_equal(as_uint8, batch):
+            return self._session, as_uint8
+        # Fractional or out-of-range values (not from our decoder): the file's own graph.
+        if self._float_session is None:
+            self._float_session = ort.InferenceSession(
+                str(self._path), sess_options=self._options, providers=["CPUExecutionProvider"]
+            )
+        return self._float_session, batch.astype(np.float32, copy=False)
 
-def _check_input(session: ort.InferenceSession, path: Path) -> tuple[str, tuple[int, int], bool]:
+
+def _session_options(intra_op_threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    # Idle intra-op threads otherwise spin for a while after each batch; on a small machine
+    # that steals the cores the decode threads and the event loop need between batches.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options
+
+
+def _with_uint8_input(path: Path) -> bytes | None:
+    """The model with a uint8 input Cast to its float32 one, or None if it has no such input.
+
+    Only a single float32 rank-4 input is rewritten; anything else is left for the contract
+    check to describe.
+    """
+    model = onnx.load(str(path))
+    graph = model.graph
+    initializers = {init.name for init in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        return None
+    original = inputs[0]
+    tensor_type = original.type.tensor_type
+    if tensor_type.elem_type != TensorProto.FLOAT or len(tensor_type.shape.dim) != 4:
+        return None
+    name = original.name
+    # The uint8 input takes the original name, so callers and error messages see no change;
+    # the float tensor the network reads gets a private name.
+    float_name = f"{name}__float32"
+    for node in graph.node:
+        node.input[:] = [float_name if x == name else x for x in node.input]
+    for output in graph.output:
+        if output.name == name:
+            return None
+    tensor_type.elem_type = TensorProto.UINT8
+    graph.node.insert(0, helper.make_node("Cast", [name], [float_name], to=TensorProto.FLOAT))
+    serialized: bytes = model.SerializeToString()
+    return serialized
+
+
+def _check_input(
+    session: ort.InferenceSession, path: Path, *, uint8: bool = False
+) -> tuple[str, tuple[int, int], bool]:
     inputs = session.get_inputs()
     if len(inputs) != 1:
         raise ModelContractError(f"{path} has {len(inputs)} inputs; {_EXPECTED}")
     spec = inputs[0]
     shape = spec.shape
-    if spec.type != "tensor(float)" or len(shape) != 4 or shape[1] != 3:
+    expected_type = "tensor(uint8)" if uint8 else "tensor(float)"
+    if spec.type != expected_type or len(shape) != 4 or shape[1] != 3:
         raise ModelContractError(f"{path} input {spec.name!r} is {spec.type} {shape}; {_EXPECTED}")
     height, width = shape[2], shape[3]
     if not isinstance(height, int) or not isinstance(width, int):

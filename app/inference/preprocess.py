@@ -1,7 +1,8 @@
-"""Image bytes -> RGB pixels -> letterboxed float32 tensor in DAMO-YOLO's input layout.
+"""Image bytes -> RGB pixels -> letterboxed uint8 tensor in DAMO-YOLO's input layout.
 
 DAMO-YOLO exports take RGB values 0-255 (no mean/std), the image resized with its aspect
 ratio kept and placed at the top-left of the H x W canvas, zero padding right and bottom.
+Frames stay uint8 (the model casts them to float32 itself; see model.py).
 """
 
 import io
@@ -23,7 +24,7 @@ Image.MAX_IMAGE_PIXELS = None
 
 @dataclass(frozen=True, slots=True)
 class Letterboxed:
-    """A model-ready tensor [3, H, W] plus what is needed to map boxes back.
+    """A model-ready uint8 tensor [3, H, W] plus what is needed to map boxes back.
 
     `scale` maps original pixels to input pixels (input = original * scale).
     """
@@ -104,7 +105,7 @@ def letterbox(
     if image.size != (new_w, new_h):
         image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
     pixels = np.asarray(image, dtype=np.uint8)
-    tensor = np.zeros((3, in_h, in_w), dtype=np.float32)
+    tensor = np.zeros((3, in_h, in_w), dtype=np.uint8)
     tensor[:, :new_h, :new_w] = pixels.transpose(2, 0, 1)
     return Letterboxed(tensor=tensor, scale=scale, width_px=orig_w, height_px=orig_h)
 

@@ -10,8 +10,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from app.inference.builder import COCO80_NAMES, VARIANTS, build_model, build_model_file
+from app.inference.builder import VARIANTS, build_model, build_model_file
 from app.inference.graph_stats import GraphStats, graph_stats
+from app.inference.labels import COCO80_NAMES
 
 SCORE_THRESHOLD = 0.35
 MAX_HITS = 100  # anchors above the threshold on one image: "a handful", never thousands
