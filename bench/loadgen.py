@@ -1,0 +1,111 @@
+"""Closed-loop HTTP load: K clients, each sending its next request when the last one answers."""
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+from tqdm import tqdm
+
+
+@dataclass
+class LoadResult:
+    """One load point: throughput, latency percentiles of answered requests, and errors."""
+
+    concurrency: int
+    duration_s: float
+    ok: int
+    images_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    errors: dict[str, int] = field(default_factory=dict)  # "503", "timeout", ...
+    error_p99_ms: float = 0.0  # how fast refusals came back
+    peak_rss_mb: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def multipart_body(jpeg: bytes) -> tuple[bytes, str]:
+    """The request body and content type, built once so the client spends little CPU."""
+    request = httpx.Request("POST", "http://x/", files={"file": ("frame.jpg", jpeg, "image/jpeg")})
+    return request.read(), request.headers["content-type"]
+
+
+async def closed_loop(
+    url: str,
+    jpeg: bytes,
+    *,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    timeout_s: float = 60.0,
+    label: str = "",
+) -> LoadResult:
+    """Drive `url` with `concurrency` clients; answers that land after warm-up count."""
+    body, content_type = multipart_body(jpeg)
+    headers = {"content-type": content_type}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    ok_ms: list[float] = []
+    error_ms: list[float] = []
+    errors: Counter[str] = Counter()
+    start = time.perf_counter()
+    measure_from = start + warmup_s
+    stop_at = measure_from + duration_s
+    bar = tqdm(total=round(warmup_s + duration_s), desc=label, unit="s", leave=False)
+
+    async def client(http: httpx.AsyncClient) -> None:
+        while True:
+            sent = time.perf_counter()
+            if sent >= stop_at:
+                return
+            try:
+                response = await http.post(url, content=body, headers=headers)
+                status = str(response.status_code) if response.status_code != 200 else ""
+            except httpx.HTTPError as exc:
+                status = type(exc).__name__
+            done = time.perf_counter()
+            # Every answer that lands inside the window counts, whenever it was sent: at a
+            # high K one round trip can be longer than the window itself.
+            if done < measure_from or done > stop_at:
+                continue
+            if status:
+                errors[status] += 1
+                error_ms.append((done - sent) * 1000.0)
+            else:
+                ok_ms.append((done - sent) * 1000.0)
+
+    async def tick() -> None:
+        while time.perf_counter() < stop_at:
+            await asyncio.sleep(1.0)
+            bar.update(1)
+
+    async with httpx.AsyncClient(limits=limits, timeout=timeout_s) as http:
+        ticker = asyncio.create_task(tick())
+        clients = [asyncio.create_task(client(http)) for _ in range(concurrency)]
+        # Requests still open when the window ends would not count; waiting for them costs
+        # a whole round trip (K images), so they are abandoned. The next point's warm-up
+        # absorbs whatever the server still finishes for them.
+        await asyncio.wait(clients, timeout=max(0.0, stop_at - time.perf_counter()) + 0.05)
+        for task in (*clients, ticker):
+            task.cancel()
+        await asyncio.gather(*clients, ticker, return_exceptions=True)
+    bar.close()
+    latencies = np.array(ok_ms) if ok_ms else np.array([np.nan])
+    return LoadResult(
+        concurrency=concurrency,
+        duration_s=duration_s,
+        ok=len(ok_ms),
+        images_per_s=len(ok_ms) / duration_s,
+        p50_ms=float(np.percentile(latencies, 50)),
+        p95_ms=float(np.percentile(latencies, 95)),
+        p99_ms=float(np.percentile(latencies, 99)),
+        mean_ms=float(np.mean(latencies)),
+        errors=dict(errors),
+        error_p99_ms=float(np.percentile(error_ms, 99)) if error_ms else 0.0,
+    )
