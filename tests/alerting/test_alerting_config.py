@@ -6,9 +6,7 @@ skipped elsewhere.
 """
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +34,7 @@ from tests.alerting.stack_configs import (
     rules_with_short_for,
     write_yaml,
 )
+from tests.utils.system import require_binary
 
 RULE_TESTS_FILE = ALERTING_DIR / "tests" / "phone-detector.rules.test.yml"
 ALERTMANAGER_FILE = ALERTING_DIR / "alertmanager.yml"
@@ -91,13 +90,7 @@ _RECORDED_TOKEN = re.compile(r"\b([a-z_]+:[a-z0-9_]+:[a-z0-9_]+)\b")
 
 
 def _binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not on PATH; run scripts/system-deps.sh to install it"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return require_binary(name)
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess[str]:

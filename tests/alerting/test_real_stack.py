@@ -20,9 +20,7 @@ skipped elsewhere.
 import asyncio
 import base64
 import json
-import os
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -46,6 +44,7 @@ from tests.alerting.stack_configs import (
 from tests.utils.graphs import red_box_model, save
 from tests.utils.images import encode, red_box_image
 from tests.utils.server_process import free_port, start_server, stop_server
+from tests.utils.system import require_binary
 
 # Metrics that rules or dashboard query but the service does not export yet, metric -> why,
 # e.g. {"phone_detection_presence_active": "phone-presence events, issue 10"} until that
@@ -74,13 +73,7 @@ _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 
 
 def _binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not on PATH; run scripts/system-deps.sh to install it"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return require_binary(name)
 
 
 def _tail(path: Path, chars: int = 3000) -> str:

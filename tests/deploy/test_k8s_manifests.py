@@ -34,6 +34,7 @@ from kubernetes_validate.utils import latest_version
 
 from app.config import Settings
 from tests.deploy.render import PROMETHEUS_RULE_FILE, RULES_FILE, render
+from tests.utils.system import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -199,13 +200,7 @@ def _model_pvc_deployment() -> dict[str, Any]:
 
 
 def _binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not on PATH; run scripts/system-deps.sh to install it"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return require_binary(name)
 
 
 def _schema_checked() -> list[tuple[str, dict[str, Any]]]:

@@ -2,7 +2,6 @@
 that records which frames it ran; a raw ASGI request whose client can walk away."""
 
 import asyncio
-import re
 import threading
 import time
 from collections.abc import Callable, MutableMapping
@@ -12,6 +11,7 @@ import numpy as np
 from fastapi import FastAPI
 
 from app.inference.model import OnnxModel
+from tests.utils.prom_text import metric_value
 
 
 class GatedModel:
@@ -65,13 +65,7 @@ async def until(predicate: Callable[[], bool], *, timeout_s: float = 10.0) -> No
 
 def metric(text: str, name: str, **labels: str) -> float:
     """The value of the one series `name{labels}` in a Prometheus exposition (0 if absent)."""
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return metric_value(text, name, default=0.0, **labels)
 
 
 class LeavingClient:

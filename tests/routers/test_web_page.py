@@ -1,7 +1,6 @@
 """The web page in real headless Chromium (Debian's, driven by Playwright): upload an image,
 the boxes appear, and a screenshot is saved as a test artifact."""
 
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -12,9 +11,10 @@ import pytest
 from tests.utils.graphs import red_box_model, save
 from tests.utils.images import encode, red_box_image
 from tests.utils.server_process import start_server, stop_server
+from tests.utils.system import require_binary
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's, from system-deps
 # Chromium as root in a closed network: no sandbox, no background calls home.
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -28,12 +28,7 @@ CHROMIUM_ARGS = [
 
 
 def _require_chromium() -> None:
-    if Path(CHROMIUM).exists():
-        return
-    message = "chromium not installed; run scripts/system-deps.sh (make test does)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    require_binary("chromium")
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import pytest
 
 from app.inference.model import OnnxModel
 from tests.utils.images import encode, red_box_image
+from tests.utils.prom_text import metric_value
 from tests.utils.service import SlowModel, running_app
 
 pytestmark = pytest.mark.anyio
@@ -16,14 +17,7 @@ JPEG = encode(red_box_image((1200, 900), (100, 100, 300, 250)), "JPEG", quality=
 
 
 def _value(text: str, name: str, **labels: str) -> float:
-    """The value of the one series `name{labels}` in a Prometheus exposition."""
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no series {name}{labels} in /metrics")
+    return metric_value(text, name, **labels)
 
 
 async def test_known_sequence_is_counted_exactly(red_model: OnnxModel) -> None:
