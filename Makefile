@@ -30,9 +30,10 @@ format: install
 	$(BIN)/ruff format app tests
 	$(BIN)/ruff check --fix app tests
 
-# Prometheus, Alertmanager (alerting tests) and Chromium (web page test), installed when missing.
+# Prometheus, Alertmanager (alerting tests), Chromium (web page test) and GStreamer's RTSP
+# server with its Python bindings (the camera-source tests' RTSP camera), installed when missing.
 system-deps:
-	EXTRA_SYSTEM_PACKAGES="chromium" bash scripts/system-deps.sh
+	EXTRA_SYSTEM_PACKAGES="chromium python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good" bash scripts/system-deps.sh
 
 test: install lint system-deps
 	$(BIN)/pytest

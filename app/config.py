@@ -67,6 +67,26 @@ class Settings(BaseSettings):
         2, ge=1, le=64, description="Frames a stream may hold; older ones are dropped"
     )
 
+    # Camera sources (the server reads RTSP/HTTP/file video itself)
+    sources_file: Path | None = Field(
+        None, description="YAML file with a `sources:` list of {id, url, fps, roi, labels}"
+    )
+    media_dir: Path | None = Field(
+        None, description="Folder whose video files /v1/sources may name; unset: none"
+    )
+    max_camera_sources: int = Field(32, ge=0, description="Camera sources read at once")
+    source_batch_slots: int = Field(
+        2, ge=1, description="Camera frames per model batch, after every waiting request"
+    )
+    source_open_timeout_s: float = Field(10.0, gt=0.0, description="Connect/open time limit")
+    source_stall_timeout_s: float = Field(
+        10.0, gt=0.0, description="No frame for this long: the stream has stalled, reconnect"
+    )
+    source_backoff_initial_s: float = Field(0.5, gt=0.0, description="First retry delay")
+    source_backoff_max_s: float = Field(30.0, gt=0.0, description="Retry delay cap")
+    source_webhook_attempts: int = Field(4, ge=1, description="Tries per presence webhook")
+    source_webhook_timeout_s: float = Field(5.0, gt=0.0, description="Per webhook try")
+
     # Phone-presence events (per source)
     presence_min_hits: int = Field(3, ge=1, description="Frames with a phone needed to open")
     presence_window: int = Field(5, ge=1, description="... out of this many recent frames")

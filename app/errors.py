@@ -14,7 +14,11 @@ DetectorError                      500 internal_error
 │   ├── TooManyFilesError          413 too_many_files
 │   ├── ImageTooLargeError         413 too_large
 │   ├── UnsupportedFormatError     415 unsupported_format
-│   └── InvalidOptionError         422 invalid_request
+│   ├── InvalidOptionError         422 invalid_request
+│   └── InvalidSourceError         422 invalid_source
+├── SourceNotFoundError            404 source_not_found
+├── SourceExistsError              409 source_exists
+├── TooManySourcesError            409 too_many_sources
 ├── QueueFullError                 503 queue_full
 ├── ShuttingDownError              503 shutting_down
 ├── ModelNotReadyError             503 not_ready
@@ -130,6 +134,35 @@ class InvalidOptionError(BadRequestError):
 
     code = "invalid_request"
     http_status = 422
+
+
+class InvalidSourceError(BadRequestError):
+    """A camera source's definition is wrong: URL scheme, a file outside the media folder,
+    fps or roi out of range."""
+
+    code = "invalid_source"
+    http_status = 422
+
+
+class SourceNotFoundError(DetectorError):
+    """No camera source has this id."""
+
+    code = "source_not_found"
+    http_status = 404
+
+
+class SourceExistsError(DetectorError):
+    """A camera source with this id already exists; delete it first to replace it."""
+
+    code = "source_exists"
+    http_status = 409
+
+
+class TooManySourcesError(DetectorError):
+    """The service already reads `max_camera_sources` sources."""
+
+    code = "too_many_sources"
+    http_status = 409
 
 
 class QueueFullError(DetectorError):

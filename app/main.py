@@ -1,5 +1,6 @@
 """create_app(settings) -> FastAPI: routers, error handlers, and the lifespan that loads the
-model, warms it up, and starts and drains the micro-batcher."""
+model, warms it up, starts and drains the micro-batcher, and starts and stops the camera
+sources."""
 
 import asyncio
 import contextlib
@@ -26,9 +27,10 @@ from app.inference.model import OnnxModel
 from app.inference.pipeline import DetectionPipeline
 from app.limits import RequestBodyLimit
 from app.presence import PresenceTracker
-from app.routers import detect, health, models, stream, web
+from app.routers import detect, health, models, sources, stream, web
 from app.routers.auth import ApiKeyRequired
 from app.runtime import Runtime
+from app.sources import SourceManager
 from app.telemetry.logging import get_logger
 from app.telemetry.setup import Telemetry, build_telemetry
 
@@ -71,6 +73,8 @@ def create_app(
             clear_after_s=settings.presence_clear_after_s,
         ),
     )
+    # Built here, so a bad sources file fails start-up instead of the first camera.
+    camera_sources = SourceManager(runtime)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -80,11 +84,15 @@ def create_app(
             await _bring_up(runtime, model)
         else:
             loader = asyncio.create_task(_load_and_bring_up(runtime))
+        # Readers connect at once; their frames go to the model once it is ready.
+        await camera_sources.start()
         try:
             yield
         finally:
             if loader is not None and not loader.done():
                 loader.cancel()
+            # Sources first: their frames must not compete with the requests being drained.
+            await camera_sources.stop()
             await _shut_down(runtime)
             if metrics_server is not None:
                 metrics_server.shutdown()
@@ -99,8 +107,10 @@ def create_app(
         lifespan=lifespan,
     )
     service.state.runtime = runtime
+    service.state.sources = camera_sources
     service.include_router(detect.router, dependencies=[ApiKeyRequired])
     service.include_router(models.router, dependencies=[ApiKeyRequired])
+    service.include_router(sources.router, dependencies=[ApiKeyRequired])
     service.include_router(stream.router)  # checks its key itself: browsers can't send headers
     service.include_router(web.router)  # the page is public; its API calls carry the key
     service.include_router(
@@ -117,7 +127,7 @@ def create_app(
         service.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type"],
         )
     FastAPIInstrumentor.instrument_app(
@@ -172,6 +182,8 @@ async def _bring_up(runtime: Runtime, model: OnnxModel) -> None:
         queue_size=settings.queue_size,
         metrics=runtime.metrics,
         tracer=runtime.tracer,
+        background_slots=settings.source_batch_slots,
+        background_queue_size=max(1, settings.max_camera_sources),
     )
     batcher.start()
     runtime.pipeline = DetectionPipeline(detector, batcher, tracer=runtime.tracer)

@@ -4,6 +4,11 @@ Callers `await submit(frame)`; one background task takes up to `max_batch_size` 
 frames, runs them together in the batcher's own thread pool and resolves each caller's
 future. A lone frame runs at once (no batch window by default); under load, batches fill
 with what queued while the model was busy. Knows nothing about images.
+
+Frames have a priority. Interactive frames (requests) go first; background frames (camera
+sources) wait in their own short queue, fill at most `background_slots` places of a batch
+after every waiting interactive frame, and never count against `queue_size`, so a camera
+load can delay a request by one small batch at most and never makes it shed.
 """
 
 import asyncio
@@ -13,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 from opentelemetry import trace
@@ -30,6 +36,13 @@ from app.telemetry.metrics import DetectionMetrics
 RunBatch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 logger = get_logger(__name__)
+
+
+class Priority(Enum):
+    """Which queue a frame waits in; see the module docstring."""
+
+    INTERACTIVE = "interactive"
+    BACKGROUND = "background"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +65,7 @@ class _QueuedFrame:
     span_context: SpanContext  # the submitting request's span, linked from the batch span
     queued_at: float = field(default_factory=time.monotonic)
     started_at: float = 0.0
+    priority: Priority = Priority.INTERACTIVE
 
 
 class MicroBatcher:
@@ -67,6 +81,8 @@ class MicroBatcher:
         metrics: DetectionMetrics,
         tracer: Tracer | None = None,
         retry_after_s: float = 1.0,
+        background_slots: int = 1,
+        background_queue_size: int = 64,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
@@ -74,6 +90,8 @@ class MicroBatcher:
             raise ValueError("max_wait_ms must be >= 0")
         if queue_size < 1:
             raise ValueError("queue_size must be >= 1")
+        if background_slots < 1 or background_queue_size < 1:
+            raise ValueError("background_slots and background_queue_size must be >= 1")
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
@@ -81,7 +99,12 @@ class MicroBatcher:
         self._metrics = metrics
         self._tracer = tracer or trace.NoOpTracer()
         self._retry_after_s = retry_after_s
+        self.background_slots = min(background_slots, max_batch_size)
+        self.background_queue_size = background_queue_size
         self._queue: deque[_QueuedFrame] = deque()
+        # Background frames are not in queue_depth's metric: it measures what requests wait
+        # on, and the autoscaler reads it.
+        self._background: deque[_QueuedFrame] = deque()
         self._arrived = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -98,7 +121,12 @@ class MicroBatcher:
 
     @property
     def queue_depth(self) -> int:
+        """Interactive frames waiting (background frames are in `background_depth`)."""
         return len(self._queue)
+
+    @property
+    def background_depth(self) -> int:
+        return len(self._background)
 
     def start(self) -> None:
         """Start the batch loop on the running event loop."""
@@ -128,25 +156,48 @@ class MicroBatcher:
                 )
         self._metrics.record_queue_change(-len(self._queue))
         self._queue.clear()
+        for frame in self._background:
+            if not frame.future.done():
+                frame.future.set_exception(
+                    ShuttingDownError("service stopped before this frame ran")
+                )
+        self._background.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, tensor: np.ndarray, *, deadline_s: float) -> FrameOutput:
+    async def submit(
+        self,
+        tensor: np.ndarray,
+        *,
+        deadline_s: float,
+        priority: Priority = Priority.INTERACTIVE,
+    ) -> FrameOutput:
         """Queue one frame and wait for its outputs.
 
         Raises QueueFullError at once when `queue_size` frames are waiting, ShuttingDownError
         while draining, DeadlineExceededError after `deadline_s`, InferenceFailedError when
         its batch failed. Cancelling the caller drops the frame if it has not run yet.
+
+        A BACKGROUND frame waits in its own queue (bounded by `background_queue_size`) and
+        its refusals and drops are left to the caller to count.
         """
-        self.check_capacity()
+        background = priority is Priority.BACKGROUND
+        if background:
+            self._check_background_capacity()
+        else:
+            self.check_capacity()
         loop = asyncio.get_running_loop()
         frame = _QueuedFrame(
             tensor,
             loop.create_future(),
             time.monotonic() + deadline_s,
             trace.get_current_span().get_span_context(),
+            priority=priority,
         )
-        self._queue.append(frame)
-        self._metrics.record_queue_change(1)
+        if background:
+            self._background.append(frame)
+        else:
+            self._queue.append(frame)
+            self._metrics.record_queue_change(1)
         self._idle.clear()
         self._arrived.set()
         try:
@@ -154,7 +205,7 @@ class MicroBatcher:
             # at once; the frame also leaves the queue at once, so it holds no slot.
             return await asyncio.wait_for(frame.future, deadline_s)
         except TimeoutError:
-            if self._withdraw(frame):
+            if self._withdraw(frame) and not background:
                 self._metrics.record_rejected("deadline")
             raise DeadlineExceededError(
                 f"no answer within the {deadline_s * 1000:.0f} ms deadline"
@@ -180,8 +231,23 @@ class MicroBatcher:
                 retry_after_s=self._retry_after_s,
             )
 
+    def _check_background_capacity(self) -> None:
+        if not self._accepting:
+            raise ShuttingDownError("service is shutting down", retry_after_s=self._retry_after_s)
+        if len(self._background) >= self.background_queue_size:
+            raise QueueFullError(
+                f"background queue is full ({self.background_queue_size} frames)",
+                retry_after_s=self._retry_after_s,
+            )
+
     def _withdraw(self, frame: _QueuedFrame) -> bool:
-        """Take a still-queued frame out of the queue; False if a batch already took it."""
+        """Take a still-queued frame out of its queue; False if a batch already took it."""
+        if frame.priority is Priority.BACKGROUND:
+            try:
+                self._background.remove(frame)
+            except ValueError:
+                return False
+            return True
         try:
             self._queue.remove(frame)
         except ValueError:
@@ -190,7 +256,7 @@ class MicroBatcher:
         return True
 
     async def _drained(self) -> None:
-        while self._queue or not self._idle.is_set():
+        while self._queue or self._background or not self._idle.is_set():
             await self._idle.wait()
             await asyncio.sleep(0)
 
@@ -199,15 +265,18 @@ class MicroBatcher:
             batch = await self._next_batch()
             if batch:
                 await self._run(batch)
-            if not self._queue:
+            if not self._queue and not self._background:
                 self._idle.set()
 
     async def _next_batch(self) -> list[_QueuedFrame]:
-        """Returns 0..max_batch_size live frames; waits until at least one frame arrives."""
-        while not self._queue:
+        """Returns 0..max_batch_size live frames; waits until at least one frame arrives.
+
+        Interactive frames first, then at most `background_slots` background frames.
+        """
+        while not self._queue and not self._background:
             self._arrived.clear()
             await self._arrived.wait()
-        if self.max_wait_s > 0 and len(self._queue) < self.max_batch_size:
+        if self._queue and self.max_wait_s > 0 and len(self._queue) < self.max_batch_size:
             oldest_wait_end = self._queue[0].queued_at + self.max_wait_s
             while len(self._queue) < self.max_batch_size:
                 remaining = oldest_wait_end - time.monotonic()
@@ -231,6 +300,20 @@ class MicroBatcher:
             frame.started_at = now
             self._metrics.record_queue_wait(now - frame.queued_at)
             batch.append(frame)
+        background_room = min(self.background_slots, self.max_batch_size - len(batch))
+        taken = 0
+        while self._background and taken < background_room:
+            frame = self._background.popleft()
+            if frame.future.done():
+                continue
+            if now >= frame.deadline_at:
+                frame.future.set_exception(
+                    DeadlineExceededError("background frame waited past its deadline")
+                )
+                continue
+            frame.started_at = now
+            batch.append(frame)
+            taken += 1
         return batch
 
     async def _run(self, batch: list[_QueuedFrame]) -> None:

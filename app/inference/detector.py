@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import Image
 
 from app.inference.model import OnnxModel
 from app.inference.postprocess import select_detections
@@ -44,6 +45,20 @@ class Detector:
         return PreparedImage(
             letterboxed=boxed,
             timings_ms={"decode": _ms(decoded - started), "preprocess": _ms(done - decoded)},
+        )
+
+    def prepare_image(self, image: Image.Image) -> PreparedImage:
+        """Letterbox an already decoded frame (e.g. a video frame); boxes map to its pixels."""
+        started = time.perf_counter()
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        converted = time.perf_counter()
+        boxed = letterbox(
+            rgb, original_size_px=rgb.size, input_size_px=self.model.info.input_size_px
+        )
+        done = time.perf_counter()
+        return PreparedImage(
+            letterboxed=boxed,
+            timings_ms={"decode": _ms(converted - started), "preprocess": _ms(done - converted)},
         )
 
     def finish(

@@ -10,10 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
+from PIL import Image
 
 from app.errors import DetectorError
-from app.inference.batcher import MicroBatcher
-from app.inference.detector import Detector
+from app.inference.batcher import MicroBatcher, Priority
+from app.inference.detector import Detector, PreparedImage
 from app.inference.types import DetectOptions, ImageResult
 from app.telemetry.tracing import now_ns, record_finished_span
 
@@ -57,14 +58,47 @@ class DetectionPipeline:
             raise _first(errors) from None
         return [task.result() for task in tasks]
 
+    async def detect_frame(
+        self,
+        image: Image.Image,
+        options: DetectOptions,
+        *,
+        deadline_s: float,
+        priority: Priority = Priority.BACKGROUND,
+    ) -> ImageResult:
+        """Detect phones in one already decoded frame (a camera source's), by default at
+        background priority: it yields to requests and its refusals are not counted as shed
+        requests. Raises the batcher's DetectorErrors (queue full, deadline, shutting down).
+        """
+        started = time.perf_counter()
+        deadline_at = time.monotonic() + deadline_s
+        loop = asyncio.get_running_loop()
+        with self._tracer.start_as_current_span("preprocess"):
+            prepared = await loop.run_in_executor(
+                self._decode_pool, self.detector.prepare_image, image
+            )
+        return await self._infer(prepared, options, deadline_at, started, priority)
+
     async def _one(self, data: bytes, options: DetectOptions, deadline_at: float) -> ImageResult:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         with self._tracer.start_as_current_span("decode_preprocess"):
             prepared = await loop.run_in_executor(self._decode_pool, self.detector.prepare, data)
+        return await self._infer(prepared, options, deadline_at, started, Priority.INTERACTIVE)
+
+    async def _infer(
+        self,
+        prepared: PreparedImage,
+        options: DetectOptions,
+        deadline_at: float,
+        started: float,
+        priority: Priority,
+    ) -> ImageResult:
         remaining_s = max(0.0, deadline_at - time.monotonic())
         submitted_ns = now_ns()
-        output = await self.batcher.submit(prepared.letterboxed.tensor, deadline_s=remaining_s)
+        output = await self.batcher.submit(
+            prepared.letterboxed.tensor, deadline_s=remaining_s, priority=priority
+        )
         record_finished_span(
             self._tracer, "queue_wait", start_ns=submitted_ns, duration_s=output.queue_s
         )

@@ -4,6 +4,7 @@ Exported names are part of the public interface (dashboards and alert rules use 
 see the metrics table in the README; `tests/telemetry/test_metrics.py` pins them.
 """
 
+import threading
 from collections.abc import Iterable, Sequence
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -35,6 +36,12 @@ ERROR_REASONS = (
     "too_many_files", "no_images", "timeout", "model_error", "internal_error", "queue_full",
     "shutting_down", "not_ready",
 )  # fmt: skip
+
+SOURCE_STATES = ("connecting", "up", "backoff", "stopped")
+# busy: a sampling tick found the source's previous frame still with the model; shed: a
+# sampled frame found no room (background queue full, deadline passed behind requests).
+SOURCE_SKIP_REASONS = ("busy", "shed")
+WEBHOOK_OUTCOMES = ("delivered", "failed")
 
 REGIONS = (
     "top_left", "top_center", "top_right",
@@ -69,6 +76,7 @@ class DetectionMetrics:
         self._max_sources = max_sources
         self._allowlist = frozenset(sources_allowlist)
         self._sources_seen: set[str] = set()
+        self._sources_lock = threading.Lock()  # camera readers record from their threads
         self._start_at_zero()
 
     def _start_at_zero(self) -> None:
@@ -84,6 +92,8 @@ class DetectionMetrics:
         self._model_load.set(0)
         for state in ("opened", "closed"):
             self._presence_events.add(0, {"state": state})
+        for outcome in WEBHOOK_OUTCOMES:
+            self._webhooks.add(0, {"outcome": outcome})
 
     def _build_instruments(self, meter: Meter) -> None:
         self._requests = meter.create_counter(
@@ -169,6 +179,52 @@ class DetectionMetrics:
             unit="{device}",
             description="Phones detected by source (camera id); bounded label set",
         )
+        self._build_source_instruments(meter)
+
+    def _build_source_instruments(self, meter: Meter) -> None:
+        self._source_up = meter.create_gauge(
+            "phone_detection.source.up", description="1 while the camera source delivers frames"
+        )
+        self._source_state = meter.create_gauge(
+            "phone_detection.source.state",
+            description="1 for the camera source's current state, 0 for the others",
+        )
+        self._source_decoded = meter.create_counter(
+            "phone_detection.source.frames.decoded",
+            unit="{frame}",
+            description="Frames decoded from the camera source",
+        )
+        self._source_sampled = meter.create_counter(
+            "phone_detection.source.frames.sampled",
+            unit="{frame}",
+            description="Decoded frames sampled (at the source's fps) and sent to the model",
+        )
+        self._source_skipped = meter.create_counter(
+            "phone_detection.source.frames.skipped",
+            unit="{frame}",
+            description="Sampling ticks that sent no frame because the model was busy",
+        )
+        self._source_decode_errors = meter.create_counter(
+            "phone_detection.source.decode.errors",
+            unit="{error}",
+            description="Packets the decoder rejected",
+        )
+        self._source_reconnects = meter.create_counter(
+            "phone_detection.source.reconnects",
+            unit="{reconnect}",
+            description="Connection attempts after a failure or a dropped stream",
+        )
+        self._source_frame_age = meter.create_histogram(
+            "phone_detection.source.frame.age",
+            unit="s",
+            description="From a frame's decode to its detections (end-to-end staleness)",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
+        )
+        self._webhooks = meter.create_counter(
+            "phone_detection.source.webhook.deliveries",
+            unit="{event}",
+            description="Presence events posted to a source's webhook, by final outcome",
+        )
 
     # -- recording -------------------------------------------------------------------------
 
@@ -232,6 +288,54 @@ class DetectionMetrics:
     def record_rejected(self, reason: str, frames: int = 1) -> None:
         self._rejected.add(frames, {"reason": reason})
 
+    # -- camera sources (thread-safe: readers record from their own threads) ---------------
+
+    def record_source_added(self, *, source: str) -> None:
+        """Start the source's counters at zero, so rate() works before its first fault."""
+        attributes = {"source": self._bounded_source(source)}
+        for counter in (
+            self._source_decoded,
+            self._source_sampled,
+            self._source_decode_errors,
+            self._source_reconnects,
+        ):
+            counter.add(0, attributes)
+        for reason in SOURCE_SKIP_REASONS:
+            self._source_skipped.add(0, {**attributes, "reason": reason})
+
+    def record_source_state(self, *, source: str, state: str) -> None:
+        """The source is now in `state` (one of SOURCE_STATES); `up` follows it."""
+        label = self._bounded_source(source)
+        self._source_up.set(1 if state == "up" else 0, {"source": label})
+        for known in SOURCE_STATES:
+            self._source_state.set(1 if known == state else 0, {"source": label, "state": known})
+
+    def record_source_decoded(self, *, source: str, frames: int = 1) -> None:
+        self._source_decoded.add(frames, {"source": self._bounded_source(source)})
+
+    def record_source_sampled(self, *, source: str) -> None:
+        self._source_sampled.add(1, {"source": self._bounded_source(source)})
+
+    def record_source_skipped(self, *, source: str, reason: str, frames: int = 1) -> None:
+        """`frames` sampling ticks that sent nothing, for `reason` (SOURCE_SKIP_REASONS)."""
+        if frames > 0:
+            self._source_skipped.add(
+                frames, {"source": self._bounded_source(source), "reason": reason}
+            )
+
+    def record_source_decode_error(self, *, source: str) -> None:
+        self._source_decode_errors.add(1, {"source": self._bounded_source(source)})
+
+    def record_source_reconnect(self, *, source: str) -> None:
+        self._source_reconnects.add(1, {"source": self._bounded_source(source)})
+
+    def record_source_frame_age(self, *, source: str, seconds: float) -> None:
+        self._source_frame_age.record(seconds, {"source": self._bounded_source(source)})
+
+    def record_webhook(self, *, outcome: str) -> None:
+        """A presence event's webhook delivery ended `delivered` or `failed` (after retries)."""
+        self._webhooks.add(1, {"outcome": outcome})
+
     # -- export ----------------------------------------------------------------------------
 
     def exposition(self) -> bytes:
@@ -247,11 +351,12 @@ class DetectionMetrics:
         # random ids cannot grow the series count without bound.
         if self._allowlist:
             return source if source in self._allowlist else "other"
-        if source in self._sources_seen:
-            return source
-        if len(self._sources_seen) < self._max_sources:
-            self._sources_seen.add(source)
-            return source
+        with self._sources_lock:
+            if source in self._sources_seen:
+                return source
+            if len(self._sources_seen) < self._max_sources:
+                self._sources_seen.add(source)
+                return source
         return "other"
 
 
