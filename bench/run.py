@@ -40,6 +40,12 @@ def _parse_args() -> argparse.Namespace:
         help="service, baseline (max_batch_size=1) and peers: " + ", ".join(PEERS),
     )
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=2,
+        help="batch limit of the service and of every peer (the service's default is 2)",
+    )
     parser.add_argument("--point-s", type=float, default=4.0, help="shortest window per point")
     parser.add_argument("--max-point-s", type=float, default=10.0, help="longest window")
     parser.add_argument(
@@ -58,11 +64,23 @@ def _spec(name: str, model: Path, args: argparse.Namespace) -> ServerSpec:
     extra = dict(item.split("=", 1) for item in args.service_env)
     if name == "service":
         return our_service(
-            name, model, port=PORT, max_batch_size=8, threads=args.threads, extra=extra
+            name,
+            model,
+            port=PORT,
+            max_batch_size=args.max_batch_size,
+            threads=args.threads,
+            extra=extra,
         )
     if name == "baseline":
         return our_service(name, model, port=PORT, max_batch_size=1, threads=args.threads, extra={})
-    return peer(name, PEERS[name], model, port=PORT, threads=args.threads)
+    return peer(
+        name,
+        PEERS[name],
+        model,
+        port=PORT,
+        threads=args.threads,
+        max_batch_size=args.max_batch_size,
+    )
 
 
 def _measure_server(

@@ -52,13 +52,15 @@ def our_service(
     )
 
 
-def peer(name: str, module: str, model: Path, *, port: int, threads: int) -> ServerSpec:
+def peer(
+    name: str, module: str, model: Path, *, port: int, threads: int, max_batch_size: int
+) -> ServerSpec:
     """A peer framework's app from bench/peers, run with the bench venv's Python."""
     env = {
         "BENCH_MODEL_PATH": str(model),
         "BENCH_PORT": str(port),
         "BENCH_INTRA_OP_THREADS": str(threads),
-        "BENCH_MAX_BATCH_SIZE": "8",
+        "BENCH_MAX_BATCH_SIZE": str(max_batch_size),
     }
     return ServerSpec(
         name=name, command=[sys.executable, "-m", module], detect_path="/detect", env=env
