@@ -20,7 +20,8 @@ JPEG = encode(red_box_image((1280, 720), (100, 100, 300, 400)), "JPEG", quality=
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """A served heavy red-box model (same answers, ~real model cost), one frame per batch."""
-    model = save(red_box_model(heavy_convs=1), tmp_path / "heavy.onnx")
+    # Two convs: ~0.2-0.4 s a frame, so 8 requests are still running when SIGTERM comes.
+    model = save(red_box_model(heavy_convs=2), tmp_path / "heavy.onnx")
     process, base = start_server(
         model, tmp_path, PHONE_DET_MAX_BATCH_SIZE="1", PHONE_DET_DRAIN_TIMEOUT_S="20"
     )

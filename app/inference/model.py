@@ -11,6 +11,7 @@ letterbox, queue and stack, and the values the network sees are exactly the same
 
 import hashlib
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,7 +165,31 @@ def _session_options(intra_op_threads: int) -> ort.SessionOptions:
     # that steals the cores the decode threads and the event loop need between batches.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    # Memory: the default arena grows to the next power of two and memory patterns are kept
+    # per batch shape; with a tight arena and no patterns synthetic S peaks ~120 MB lower
+    # (402 -> 284 MB at batch 2, onnxruntime alone) at the same speed.
+    _register_tight_arena()
+    options.add_session_config_entry("session.use_env_allocators", "1")
+    options.enable_mem_pattern = False
     return options
+
+
+_arena_lock = threading.Lock()
+_arena_registered = False
+
+
+def _register_tight_arena() -> None:
+    """Once per process: a CPU arena that grows by what a run asks for (kSameAsRequested)."""
+    global _arena_registered
+    with _arena_lock:
+        if _arena_registered:
+            return
+        memory = ort.OrtMemoryInfo(
+            "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+        )
+        # max_mem 0 = no cap, extend strategy 1 = kSameAsRequested, -1 = defaults
+        ort.create_and_register_allocator(memory, ort.OrtArenaCfg(0, 1, -1, -1))
+        _arena_registered = True
 
 
 def _with_uint8_input(path: Path) -> bytes | None:
