@@ -9,18 +9,16 @@ from collections.abc import AsyncIterator
 from wsgiref.simple_server import WSGIServer
 
 import numpy as np
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, start_http_server
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import app
 from app.config import Settings, get_settings
-from app.errors import DetectorError, UnauthorizedError
+from app.errors import DetectorError
 from app.inference.batcher import MicroBatcher
 from app.inference.detector import Detector
 from app.inference.model import OnnxModel
@@ -29,6 +27,7 @@ from app.limits import RequestBodyLimit
 from app.presence import PresenceTracker
 from app.routers import detect, health, models, sources, stream, web
 from app.routers.auth import ApiKeyRequired
+from app.routers.errors import add_error_handlers, count_refused_body
 from app.runtime import Runtime
 from app.sources import SourceManager
 from app.telemetry.logging import get_logger
@@ -44,12 +43,6 @@ def _tiny_jpeg() -> bytes:
 
 
 _WARM_UP_JPEG = _tiny_jpeg()
-
-_METHOD_BY_PATH = {
-    "/v1/detect": "multipart",
-    "/v1/detect/base64": "base64",
-    "/v1/detect/render": "render",
-}
 
 
 def create_app(
@@ -117,11 +110,11 @@ def create_app(
         health.router, dependencies=[ApiKeyRequired] if settings.auth_health else []
     )
     _add_metrics_route(service, runtime)
-    _add_error_handlers(service, runtime)
+    add_error_handlers(service, runtime)
     service.add_middleware(
         RequestBodyLimit,
         max_body_bytes=settings.max_request_bytes,
-        on_refused=lambda path: _count_refused_body(runtime, path),
+        on_refused=lambda path: count_refused_body(runtime, path),
     )
     if settings.cors_origins:
         service.add_middleware(
@@ -227,13 +220,6 @@ async def _shut_down(runtime: Runtime) -> None:
     runtime.metrics.record_model_unloaded()
 
 
-def _count_refused_body(runtime: Runtime, path: str) -> None:
-    method = _METHOD_BY_PATH.get(path)
-    if method is not None:
-        runtime.metrics.record_request(method=method, status="error", seconds=None)
-    runtime.metrics.record_error("too_large")
-
-
 def _add_metrics_route(service: FastAPI, runtime: Runtime) -> None:
     guard = [ApiKeyRequired] if runtime.settings.auth_metrics else []
 
@@ -241,54 +227,3 @@ def _add_metrics_route(service: FastAPI, runtime: Runtime) -> None:
     async def prometheus_metrics() -> Response:
         """Prometheus text exposition of the service's metrics."""
         return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
-
-
-def _error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
-    )
-
-
-def _add_error_handlers(service: FastAPI, runtime: Runtime) -> None:
-    async def on_detector_error(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, DetectorError)
-        headers = None
-        if exc.retry_after_s is not None:
-            headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
-        if isinstance(exc, UnauthorizedError):
-            headers = {"WWW-Authenticate": "Bearer"}
-        if exc.http_status == 500:  # a bug or a model failure: keep the cause for the log
-            logger.error("%r", exc, exc_info=exc.__cause__ or exc)
-        return _error_response(exc.http_status, exc.code, exc.message, headers)
-
-    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
-            for err in exc.errors()
-        )
-        method = _METHOD_BY_PATH.get(request.url.path)
-        if method is not None:
-            runtime.metrics.record_request(method=method, status="error", seconds=None)
-        runtime.metrics.record_error("invalid_request")
-        return _error_response(422, "invalid_request", problems or "invalid request")
-
-    async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, StarletteHTTPException)
-        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(
-            exc.status_code, "http_error"
-        )
-        headers = dict(exc.headers) if exc.headers else None
-        return _error_response(exc.status_code, code, str(exc.detail), headers)
-
-    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
-        logger.error("unhandled error", exc_info=exc)
-        runtime.metrics.record_error("internal_error")
-        return _error_response(500, "internal_error", "internal error; see the service log")
-
-    service.add_exception_handler(DetectorError, on_detector_error)
-    service.add_exception_handler(RequestValidationError, on_validation_error)
-    service.add_exception_handler(StarletteHTTPException, on_http_error)
-    service.add_exception_handler(Exception, on_unexpected)
