@@ -168,6 +168,49 @@ def model_build(
     typer.echo(str(target))
 
 
+@model_cli.command("optimize")
+def model_optimize(
+    path: Annotated[Path, typer.Argument(help="ONNX model file (DAMO-YOLO export)")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Optimised fp32 file; default <stem>.opt.onnx (int8: <stem>.int8.onnx)"),
+    ] = None,
+    int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Also write an int8 model")] = True,
+    calibration_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder of images to calibrate int8 on; default: synthetic scenes"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+) -> None:
+    """Save an ORT-optimised fp32 model and an int8 (QDQ) one; report speed and differences."""
+    from app.inference.optimize import calibration_images, default_outputs, optimize_model
+
+    written = default_outputs(path, out)
+    if any(p.resolve() == path.resolve() for p in written[: 2 if int8 else 1]):
+        raise typer.BadParameter("would overwrite the source model", param_hint="--out")
+    if calibration_dir is not None:
+        try:
+            calibration_images(calibration_dir)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--calibration-dir") from None
+    settings = get_settings()
+    report = optimize_model(
+        path,
+        out=out,
+        int8=int8,
+        calibration_dir=calibration_dir,
+        intra_op_threads=settings.intra_op_threads,
+        score_threshold=settings.score_threshold,
+        iou_threshold=settings.iou_threshold,
+        labels_path=settings.labels_path,
+        phone_classes=settings.phone_classes,
+    )
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    _echo_optimize_report(report)
+
+
 @model_cli.command("list")
 def model_list() -> None:
     """List the official models `model fetch` knows."""
@@ -205,6 +248,34 @@ def _echo_result(path: Path, entry: dict[str, Any]) -> None:
             f"  {det['label']} {det['score']:.2f} "
             f"[{box['x1']:.0f}, {box['y1']:.0f}, {box['x2']:.0f}, {box['y2']:.0f}]"
         )
+
+
+def _echo_optimize_report(report: dict[str, Any]) -> None:
+    height, width = report["input_size"]
+    runs, threads = report["timing_runs"], report["intra_op_threads"]
+    typer.echo(
+        f"{report['source']}: {report['variant']} {height}x{width}; batch 1, {threads} threads, "
+        f"median of {runs} runs; differences on {report['held_out_frames']} held-out frames"
+    )
+    typer.echo(f"  fp32       {report['fp32']['latency_ms']:8.1f} ms/image")
+    threshold = report["score_threshold"]
+    for key, label in (("optimized", "optimized"), ("int8", "int8")):
+        entry = report[key]
+        if entry is None:
+            continue
+        speedup = report["fp32"]["latency_ms"] / entry["latency_ms"]
+        dets = entry["detections"]
+        typer.echo(
+            f"  {label:<10} {entry['latency_ms']:8.1f} ms/image  x{speedup:.2f}  "
+            f"max |score diff| {entry['max_score_diff']:.4f}  "
+            f"max |box diff| {entry['max_box_diff_px']:.2f} px  "
+            f"detections >= {threshold:g}: {dets['fp32']} fp32, {dets['this']} {label}, "
+            f"{dets['differ']} differ"
+        )
+        typer.echo(f"  {'':<10} -> {entry['path']} ({entry['seconds']:.1f} s)")
+    if report["calibration"] is not None:
+        calibration = report["calibration"]
+        typer.echo(f"  int8 calibrated on {calibration['frames']} frames ({calibration['source']})")
 
 
 def _format(path: Path) -> str:
