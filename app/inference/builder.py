@@ -20,8 +20,6 @@ props `synthetic`, `variant`, `seed`, `input_size`, `names` (JSON list) and `pro
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from app.inference._arch_backbone import BackboneSpec, Stage, build_backbone
 from app.inference._arch_head import STRIDES, build_head
 from app.inference._arch_neck import NeckSpec, build_neck
 from app.inference._onnx_graph import GraphBuilder, Tensor
+from app.inference.files import write_atomically
 from app.inference.labels import default_class_names
 
 OPSET = 17
@@ -251,17 +250,4 @@ def build_model_file(variant: str, out_path: Path, *, num_classes: int = 80, see
     """
     model = build_model(variant, num_classes=num_classes, seed=seed)
     data = model.SerializeToString(deterministic=True)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp makes it owner-only; a model file is not secret
-        os.replace(tmp_name, out_path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return out_path
+    return write_atomically(Path(out_path), data)

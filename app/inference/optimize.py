@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import statistics
 import tempfile
 import time
@@ -47,6 +46,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from PIL import Image, ImageDraw
 
 from app.errors import DetectorError, ImageDecodeError, ModelContractError
+from app.inference.files import write_atomically
 from app.inference.model import OnnxModel
 from app.inference.postprocess import class_aware_nms
 from app.inference.preprocess import decode_for_model, letterbox
@@ -507,20 +507,7 @@ def _set_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
 
 
 def _save_atomically(model: onnx.ModelProto, target: Path) -> None:
-    """Write to a temporary file in the target's folder, then rename it over the target."""
-    data = model.SerializeToString()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_atomically(target, model.SerializeToString())
 
 
 @contextmanager
