@@ -72,6 +72,7 @@ SERVICE_METRICS = {
     "phone_detection_devices_by_region_total",
     "phone_detection_devices_by_source_total",
     "phone_detection_presence_active",
+    "phone_detection_source_up",
 }
 HISTOGRAMS = {
     "phone_detection_latency_seconds",

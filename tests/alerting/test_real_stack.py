@@ -277,12 +277,19 @@ def service(stack_dir: Path) -> Iterator[str]:
         red_box_model(heavy_convs=1, metadata={"synthetic": "true"}),
         stack_dir / "red_box_heavy.onnx",
     )
+    # One camera that never connects, so the per-source series and PhoneDetectionSourceDown
+    # have something to show.
+    sources = stack_dir / "sources.yml"
+    sources.write_text(
+        "sources:\n  - id: hall-a-cam-9\n    url: http://127.0.0.1:9/stream.mjpg\n    fps: 1\n"
+    )
     process, base = start_server(
         model,
         stack_dir,
         PHONE_DET_QUEUE_SIZE="1",
         PHONE_DET_MAX_BATCH_SIZE="1",
         PHONE_DET_LOG_FORMAT="text",
+        PHONE_DET_SOURCES_FILE=str(sources),
     )
     yield base
     stop_server(process)
