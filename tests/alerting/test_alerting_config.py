@@ -73,6 +73,9 @@ SERVICE_METRICS = {
     "phone_detection_devices_by_source_total",
     "phone_detection_presence_active",
     "phone_detection_source_up",
+    "phone_detection_source_frames_sampled_total",
+    "phone_detection_source_frames_skipped_total",
+    "phone_detection_source_reconnects_total",
 }
 HISTOGRAMS = {
     "phone_detection_latency_seconds",
