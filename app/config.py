@@ -2,6 +2,7 @@
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,7 +49,10 @@ class Settings(BaseSettings):
     # 2: on a 2-core CPU batching past 2 frames gains nothing (S: 530 ms/image at 1, 2, 4 and
     # 8) while the onnxruntime arena grows ~100 MB per extra frame (S at 8: ~900 MB RSS).
     max_batch_size: int = Field(2, ge=1, le=256)
-    max_wait_ms: float = Field(0.0, ge=0.0, le=1000.0)  # 0: never hold a lone frame back
+    # adaptive: hold a non-full batch only as long as the measured batch cost and arrival rate
+    # say it pays (never, on a CPU where batching gains nothing); fixed: always MAX_WAIT_MS.
+    batch_window: Literal["adaptive", "fixed"] = "adaptive"
+    max_wait_ms: float = Field(10.0, ge=0.0, le=1000.0)  # the fixed window, or adaptive's cap
     queue_size: int = Field(64, ge=1)
     deadline_ms: float = Field(10_000.0, gt=0.0)
     intra_op_threads: int = Field(2, ge=1)

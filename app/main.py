@@ -5,6 +5,7 @@ sources."""
 import asyncio
 import contextlib
 import io
+import time
 from collections.abc import AsyncIterator
 from wsgiref.simple_server import WSGIServer
 
@@ -167,7 +168,7 @@ async def _bring_up(runtime: Runtime, model: OnnxModel) -> None:
     settings = runtime.settings
     runtime.not_ready_reason = "warming up"
     detector = Detector(model, max_image_pixels=settings.max_image_pixels)
-    await asyncio.to_thread(_warm_up, detector, settings.max_batch_size)
+    batch_times = await asyncio.to_thread(_warm_up, detector, settings.max_batch_size)
     batcher = MicroBatcher(
         model.run,
         max_batch_size=settings.max_batch_size,
@@ -177,7 +178,10 @@ async def _bring_up(runtime: Runtime, model: OnnxModel) -> None:
         tracer=runtime.tracer,
         background_slots=settings.source_batch_slots,
         background_queue_size=max(1, settings.max_camera_sources),
+        window_mode=settings.batch_window,
     )
+    for size, seconds in batch_times:
+        batcher.window.observe_batch(size, seconds)
     batcher.start()
     runtime.pipeline = DetectionPipeline(detector, batcher, tracer=runtime.tracer)
     info = model.info
@@ -199,15 +203,25 @@ async def _bring_up(runtime: Runtime, model: OnnxModel) -> None:
     )
 
 
-def _warm_up(detector: Detector, max_batch_size: int) -> None:
+def _warm_up(detector: Detector, max_batch_size: int) -> list[tuple[int, float]]:
+    """Run the model once per batch size it will see first; returns (size, seconds) of each
+    second run, the adaptive batch window's first estimate of what batching saves."""
     # The first runs allocate arenas and pick kernels, and the first decode loads codecs;
     # pay that before reporting ready, not on the first caller.
     model = detector.model
     detector.prepare(_WARM_UP_JPEG)
     height, width = model.info.input_size_px
-    model.run(np.zeros((1, 3, height, width), np.float32))
+    sizes = [1]
     if model.info.dynamic_batch and max_batch_size > 1:
-        model.run(np.zeros((min(max_batch_size, 4), 3, height, width), np.float32))
+        sizes.append(min(max_batch_size, 4))
+    timings = []
+    for size in sizes:
+        frames = np.zeros((size, 3, height, width), np.uint8)
+        model.run(frames)
+        started = time.perf_counter()
+        model.run(frames)
+        timings.append((size, time.perf_counter() - started))
+    return timings
 
 
 async def _shut_down(runtime: Runtime) -> None:

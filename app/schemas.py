@@ -1,5 +1,7 @@
 """Request and response shapes of the HTTP API (pydantic); they make the OpenAPI schema."""
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -115,7 +117,9 @@ class Base64DetectRequest(BaseModel):
 
 class BatcherSettings(BaseModel):
     max_batch_size: int
+    batch_window: Literal["adaptive", "fixed"]
     max_wait_ms: float
+    window_ms: float = Field(description="How long a lone frame would now wait for company")
     queue_size: int
     deadline_ms: float
 

@@ -30,6 +30,7 @@ from app.errors import (
     QueueFullError,
     ShuttingDownError,
 )
+from app.inference.batch_window import WindowMode, make_window
 from app.telemetry.logging import get_logger
 from app.telemetry.metrics import DetectionMetrics
 
@@ -83,6 +84,7 @@ class MicroBatcher:
         retry_after_s: float = 1.0,
         background_slots: int = 1,
         background_queue_size: int = 64,
+        window_mode: WindowMode = "fixed",
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
@@ -95,6 +97,7 @@ class MicroBatcher:
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
+        self.window = make_window(window_mode, max_wait_ms)
         self.queue_size = queue_size
         self._metrics = metrics
         self._tracer = tracer or trace.NoOpTracer()
@@ -134,6 +137,7 @@ class MicroBatcher:
             raise RuntimeError("MicroBatcher already started")
         self._accepting = True
         self._metrics.record_queue_capacity(self.queue_size)
+        self._metrics.record_batch_window(self.window.window_s(1))
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="micro-batcher")
 
     def stop_accepting(self) -> None:
@@ -198,6 +202,7 @@ class MicroBatcher:
         else:
             self._queue.append(frame)
             self._metrics.record_queue_change(1)
+            self.window.observe_arrival(frame.queued_at)
         self._idle.clear()
         self._arrived.set()
         try:
@@ -276,15 +281,19 @@ class MicroBatcher:
         while not self._queue and not self._background:
             self._arrived.clear()
             await self._arrived.wait()
-        if self._queue and self.max_wait_s > 0 and len(self._queue) < self.max_batch_size:
-            oldest_wait_end = self._queue[0].queued_at + self.max_wait_s
-            while len(self._queue) < self.max_batch_size:
-                remaining = oldest_wait_end - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._arrived.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._arrived.wait(), remaining)
+        # Interactive frames may be held for company (see batch_window); camera frames never.
+        while self._queue and len(self._queue) < self.max_batch_size:
+            remaining = self.window.remaining_s(
+                len(self._queue),
+                self._queue[0].queued_at,
+                self._queue[-1].queued_at,
+                time.monotonic(),
+            )
+            if remaining <= 0:
+                break
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
         batch: list[_QueuedFrame] = []
         now = time.monotonic()
         while self._queue and len(batch) < self.max_batch_size:
@@ -346,6 +355,8 @@ class MicroBatcher:
         span.end()
         inference_s = time.perf_counter() - started
         self._metrics.record_batch(size=len(batch), seconds=inference_s)
+        self.window.observe_batch(len(batch), inference_s)
+        self._metrics.record_batch_window(self.window.window_s(1))
         self.batches_run += 1
         self.largest_batch = max(self.largest_batch, len(batch))
         for i, frame in enumerate(batch):

@@ -28,7 +28,9 @@ async def list_models(runtime: RuntimeDep) -> ModelsResponse:
                 dynamic_batch=info.dynamic_batch,
                 batcher=BatcherSettings(
                     max_batch_size=settings.max_batch_size,
+                    batch_window=settings.batch_window,
                     max_wait_ms=settings.max_wait_ms,
+                    window_ms=round(pipeline.batcher.window.window_s(1) * 1000.0, 3),
                     queue_size=settings.queue_size,
                     deadline_ms=settings.deadline_ms,
                 ),

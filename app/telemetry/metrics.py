@@ -140,6 +140,11 @@ class DetectionMetrics:
             description="Frames per model run",
             explicit_bucket_boundaries_advisory=BATCH_SIZE_BUCKETS,
         )
+        self._batch_window = meter.create_gauge(
+            "phone_detection.batch.window",
+            unit="s",
+            description="How long a lone frame would now be held for more to batch with",
+        )
         self._inference = meter.create_histogram(
             "phone_detection.inference.duration",
             unit="s",
@@ -284,6 +289,9 @@ class DetectionMetrics:
     def record_batch(self, *, size: int, seconds: float) -> None:
         self._batch_size.record(size)
         self._inference.record(seconds)
+
+    def record_batch_window(self, seconds: float) -> None:
+        self._batch_window.set(seconds)
 
     def record_rejected(self, reason: str, frames: int = 1) -> None:
         self._rejected.add(frames, {"reason": reason})

@@ -66,6 +66,7 @@ SERVICE_METRICS = {
     "phone_detection_queue_wait_duration_seconds",
     "phone_detection_batch_size",
     "phone_detection_inference_duration_seconds",
+    "phone_detection_batch_window_seconds",
     "phone_detection_images_per_request",
     "phone_detection_frames_rejected_total",
     "phone_detection_errors_total",

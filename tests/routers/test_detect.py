@@ -202,6 +202,8 @@ async def test_models_and_health(red_model: OnnxModel) -> None:
     assert model["dynamic_batch"] is True
     assert model["batcher"]["max_batch_size"] == 4
     assert model["batcher"]["max_wait_ms"] == 2.0
+    assert model["batcher"]["batch_window"] == "adaptive"
+    assert model["batcher"]["window_ms"] >= 0.0
     assert len(model["sha256"]) == 64
     assert health.json() == {"status": "ok"}
     assert ready.json() == {"status": "ready"}

@@ -1,0 +1,202 @@
+"""The batch window: the adaptive rule's arithmetic, and the batcher following it."""
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from app.inference.batch_window import (
+    AdaptiveWindow,
+    BatchCost,
+    FixedWindow,
+    fit_batch_cost,
+    make_window,
+)
+from app.inference.batcher import MicroBatcher
+from app.telemetry.metrics import DetectionMetrics
+from tests.utils.prom_text import metric_value
+
+MS = 1e-3
+
+
+def test_batch_cost_fits_a_line_through_batch_sizes() -> None:
+    cost = fit_batch_cost([(1, 81 * MS), (2, 150 * MS)])
+
+    assert cost is not None
+    assert cost.fixed_s == pytest.approx(12 * MS)
+    assert cost.per_frame_s == pytest.approx(69 * MS)
+
+
+def test_batch_cost_needs_two_sizes_and_never_goes_negative() -> None:
+    assert fit_batch_cost([(1, 0.08)]) is None
+    # Noise can make a bigger batch look cheaper; that must not become a negative cost.
+    cost = fit_batch_cost([(1, 0.50), (2, 0.45)])
+    assert cost is not None
+    assert cost.per_frame_s == 0.0
+    assert cost.fixed_s > 0.0
+
+
+@pytest.mark.parametrize(
+    ("cost", "queued", "expected_ms"),
+    [
+        (BatchCost(fixed_s=10 * MS, per_frame_s=1 * MS), 1, 4.5),  # (10 - 1) / 2
+        (BatchCost(fixed_s=10 * MS, per_frame_s=1 * MS), 9, 0.1),  # (10 - 9) / 10
+        (BatchCost(fixed_s=10 * MS, per_frame_s=1 * MS), 10, 0.0),  # waiting never pays
+        (BatchCost(fixed_s=0.0, per_frame_s=530 * MS), 1, 0.0),  # this CPU, model S
+    ],
+)
+def test_break_even_wait(cost: BatchCost, queued: int, expected_ms: float) -> None:
+    assert cost.break_even_wait_s(queued) == pytest.approx(expected_ms * MS)
+
+
+def _adaptive(
+    batch_times: list[tuple[int, float]], gap_s: float, *, cap_ms: float = 50
+) -> AdaptiveWindow:
+    window = AdaptiveWindow(cap_ms * MS)
+    for size, seconds in batch_times:
+        window.observe_batch(size, seconds)
+    for i in range(40):
+        window.observe_arrival(100.0 + i * gap_s)
+    return window
+
+
+def test_adaptive_window_stays_shut_where_batching_gains_nothing() -> None:
+    # Measured here: DAMO-YOLO-N 81 ms at batch 1, 150 ms at batch 2; frames 1 ms apart.
+    window = _adaptive([(1, 81 * MS), (2, 150 * MS)], gap_s=1 * MS)
+
+    assert window.window_s(1) == 0.0
+    assert window.remaining_s(1, oldest_at=5.0, newest_at=5.0, now=5.0) <= 0.0
+
+
+def test_adaptive_window_opens_when_batching_pays_and_frames_come_fast() -> None:
+    # An accelerator-like cost: 5 ms for one frame, 8 ms for eight.
+    gpu_like = [(1, 5 * MS), (8, 8 * MS)]
+    busy = _adaptive(gpu_like, gap_s=0.5 * MS)
+    cost = busy.cost
+    assert cost is not None
+
+    assert busy.window_s(1) == pytest.approx(cost.break_even_wait_s(1))
+    assert 1 * MS < busy.window_s(1) < 3 * MS
+    # It is measured from the newest frame and never past the cap from the oldest.
+    assert busy.remaining_s(3, oldest_at=10.0, newest_at=10.001, now=10.001) == pytest.approx(
+        busy.window_s(3)
+    )
+    capped = _adaptive(gpu_like, gap_s=0.1 * MS, cap_ms=1)
+    assert capped.window_s(1) == pytest.approx(1 * MS)
+    assert capped.remaining_s(1, oldest_at=10.0, newest_at=10.0009, now=10.0009) == (
+        pytest.approx(0.1 * MS)
+    )
+
+
+def test_adaptive_window_shuts_when_traffic_thins() -> None:
+    gpu_like = [(1, 5 * MS), (8, 8 * MS)]
+
+    assert _adaptive(gpu_like, gap_s=20 * MS).window_s(1) == 0.0
+    # Nothing known yet: no hold.
+    assert AdaptiveWindow(50 * MS).window_s(1) == 0.0
+
+
+def test_fixed_window_always_waits_its_length_from_the_oldest_frame() -> None:
+    window = make_window("fixed", 10)
+
+    assert isinstance(window, FixedWindow)
+    assert window.window_s(1) == pytest.approx(10 * MS)
+    assert window.remaining_s(2, oldest_at=1.0, newest_at=1.008, now=1.008) == pytest.approx(2 * MS)
+
+
+class FixedCostModel:
+    """Costs the same for any batch size, like an accelerator with room to spare."""
+
+    def __init__(self, seconds: float, per_frame_s: float = 0.0) -> None:
+        self.seconds = seconds
+        self.per_frame_s = per_frame_s
+        self.sizes: list[int] = []
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        time.sleep(self.seconds + self.per_frame_s * batch.shape[0])
+        self.sizes.append(batch.shape[0])
+        return np.zeros((batch.shape[0], 1, 1), np.float32), np.zeros(
+            (batch.shape[0], 1, 4), np.float32
+        )
+
+
+def _adaptive_batcher(model: FixedCostModel, metrics: DetectionMetrics) -> MicroBatcher:
+    batcher = MicroBatcher(
+        model.run,
+        max_batch_size=8,
+        max_wait_ms=40,
+        queue_size=64,
+        metrics=metrics,
+        window_mode="adaptive",
+    )
+    # What the service's warm-up does: one run at batch 1 and one at a bigger size.
+    batcher.window.observe_batch(1, model.seconds + model.per_frame_s)
+    batcher.window.observe_batch(4, model.seconds + 4 * model.per_frame_s)
+    return batcher
+
+
+async def _stream(batcher: MicroBatcher, frames: int, gap_s: float) -> None:
+    tasks = []
+    for _ in range(frames):
+        tasks.append(asyncio.create_task(batcher.submit(np.zeros(3, np.float32), deadline_s=5)))
+        await asyncio.sleep(gap_s)
+    await asyncio.gather(*tasks)
+
+
+@pytest.mark.anyio
+async def test_batcher_holds_frames_for_company_only_when_it_pays() -> None:
+    fixed_metrics, linear_metrics = DetectionMetrics(), DetectionMetrics()
+    fixed_cost = FixedCostModel(0.04)
+    linear_cost = FixedCostModel(0.0, per_frame_s=0.01)
+    fixed_batcher = _adaptive_batcher(fixed_cost, fixed_metrics)
+    linear_batcher = _adaptive_batcher(linear_cost, linear_metrics)
+    fixed_batcher.start()
+    linear_batcher.start()
+
+    await asyncio.gather(_stream(fixed_batcher, 40, 0.003), _stream(linear_batcher, 40, 0.003))
+
+    # 40 ms per batch whatever its size: waiting up to ~20 ms for frames 3 ms apart pays.
+    assert fixed_batcher.window.window_s(1) > 0.005
+    window_gauge = metric_value(
+        fixed_metrics.exposition().decode(), "phone_detection_batch_window_seconds"
+    )
+    assert window_gauge == pytest.approx(fixed_batcher.window.window_s(1))
+    # 10 ms per frame, nothing per batch: never hold a frame back.
+    assert linear_batcher.window.window_s(1) == 0.0
+    assert (
+        metric_value(linear_metrics.exposition().decode(), "phone_detection_batch_window_seconds")
+        == 0.0
+    )
+    await fixed_batcher.stop(drain_timeout_s=1)
+    await linear_batcher.stop(drain_timeout_s=1)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["adaptive", "fixed"])
+async def test_a_lone_caller_waits_only_under_the_fixed_window(mode: str) -> None:
+    """Closed loop with one client (K = 1): the adaptive window sees the gap between frames
+    is longer than anything batching could save and stays shut; the fixed one waits every time."""
+    model = FixedCostModel(0.02)
+    batcher = MicroBatcher(
+        model.run,
+        max_batch_size=8,
+        max_wait_ms=30,
+        queue_size=8,
+        metrics=DetectionMetrics(),
+        window_mode="adaptive" if mode == "adaptive" else "fixed",
+    )
+    batcher.window.observe_batch(1, 0.02)
+    batcher.window.observe_batch(4, 0.02)
+    batcher.start()
+
+    waits = []
+    for _ in range(8):
+        output = await batcher.submit(np.zeros(3, np.float32), deadline_s=5)
+        waits.append(output.queue_s)
+
+    if mode == "adaptive":
+        assert max(waits[1:]) < 0.01
+    else:
+        assert min(waits) > 0.025
+    await batcher.stop(drain_timeout_s=1)
