@@ -10,9 +10,14 @@ IMAGE_SIZE_PX = (1280, 720)
 
 
 def model_file(variant: str, folder: Path) -> Path:
-    """The synthetic `variant` network in `folder`, built (seed 0) the first time."""
+    """The synthetic `variant` network in `folder`, built (seed 0) the first time; "X" is
+    the accelerator-like emulation of bench.emulated."""
     path = folder / f"synthetic_{variant}.onnx"
-    if not path.is_file():
+    if variant == "X":
+        from bench.emulated import build_fixed_cost_model
+
+        build_fixed_cost_model(path)  # cheap, and always the current definition
+    elif not path.is_file():
         from app.inference.builder import build_model_file
 
         folder.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ class LoadResult:
     errors: dict[str, int] = field(default_factory=dict)  # "503", "timeout", ...
     error_p99_ms: float = 0.0  # how fast refusals came back
     peak_rss_mb: float = 0.0
+    mean_batch: float | None = None  # frames per model run, where the server reports it
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

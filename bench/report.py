@@ -72,21 +72,28 @@ def markdown(run: dict[str, Any]) -> str:
             f"{c['postprocess_ms']:.2f} ms -> **{c['images_per_s']:.2f} images/s**; "
             f"single-image latency {c['single_image_latency_ms']:.1f} ms.",
             "",
-            "| server | K | images/s | p50 ms | p95 ms | p99 ms | errors | peak RSS MB |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+            "| server | K | images/s | p50 ms | p95 ms | p99 ms | errors | peak RSS MB "
+            "| mean batch |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
         ]
         for server, points in _by_server(data["points"]).items():
             for k, p in sorted(points.items()):
                 errors = ", ".join(f"{code}: {n}" for code, n in p["errors"].items()) or "0"
                 out.append(
                     f"| {server} | {k} | {p['images_per_s']:.2f} | {p['p50_ms']:.0f} | "
-                    f"{p['p95_ms']:.0f} | {p['p99_ms']:.0f} | {errors} | {p['peak_rss_mb']:.0f} |"
+                    f"{p['p95_ms']:.0f} | {p['p99_ms']:.0f} | {errors} | {p['peak_rss_mb']:.0f} "
+                    f"| {_mean_batch(p)} |"
                 )
         out.append("")
     ratios = ratio_lines(run)
     if ratios:
         out += ["Ratios:", "", *(f"- {line}" for line in ratios), ""]
     return "\n".join(out)
+
+
+def _mean_batch(point: dict[str, Any]) -> str:
+    mean = point.get("mean_batch")
+    return "" if mean is None else f"{mean:.2f}"
 
 
 def plot(run: dict[str, Any], path: Path) -> None:

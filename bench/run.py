@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import onnxruntime
 import psutil
 
@@ -27,17 +28,30 @@ PEERS = {
     "bentoml": "bench.peers.bentoml_app",
 }
 PORT = 8765
+OUR_SERVERS = ("service", "baseline", "fixed-window")
 
 
 def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--variants", nargs="+", default=["N", "S"])
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["N", "S"],
+        help="synthetic N, T, S, M; X: an accelerator-like cost curve (bench/emulated.py)",
+    )
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 16, 64])
     parser.add_argument(
         "--servers",
         nargs="+",
         default=["service", "baseline", *PEERS],
-        help="service, baseline (max_batch_size=1) and peers: " + ", ".join(PEERS),
+        help="service, baseline (max_batch_size=1), fixed-window (the service with "
+        "PHONE_DET_BATCH_WINDOW=fixed) and peers: " + ", ".join(PEERS),
+    )
+    parser.add_argument(
+        "--fixed-wait-ms",
+        type=float,
+        default=10.0,
+        help="the fixed-window server's PHONE_DET_MAX_WAIT_MS (also the service's adaptive cap)",
     )
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
     parser.add_argument(
@@ -62,14 +76,19 @@ def _parse_args() -> argparse.Namespace:
 
 def _spec(name: str, model: Path, args: argparse.Namespace) -> ServerSpec:
     extra = dict(item.split("=", 1) for item in args.service_env)
-    if name == "service":
+    if name in ("service", "fixed-window"):
+        window = "adaptive" if name == "service" else "fixed"
         return our_service(
             name,
             model,
             port=PORT,
             max_batch_size=args.max_batch_size,
             threads=args.threads,
-            extra=extra,
+            extra={
+                "PHONE_DET_BATCH_WINDOW": window,
+                "PHONE_DET_MAX_WAIT_MS": str(args.fixed_wait_ms),
+                **extra,
+            },
         )
     if name == "baseline":
         return our_service(name, model, port=PORT, max_batch_size=1, threads=args.threads, extra={})
@@ -98,6 +117,7 @@ def _measure_server(
             warmup_s = min(max(1.0, cycle_s), 6.0)
             window_s = min(max(args.point_s, 2 * cycle_s), args.max_point_s)
             memory.reset()
+            batches_before = _batch_totals(spec)
             result = asyncio.run(
                 closed_loop(
                     url,
@@ -109,6 +129,7 @@ def _measure_server(
                 )
             )
             result.peak_rss_mb = memory.peak_bytes / 2**20
+            result.mean_batch = _mean_batch(batches_before, _batch_totals(spec))
             logger.info(
                 "%s %-10s K=%-3d %7.2f img/s  p50 %7.1f  p99 %7.1f ms  errors %s  rss %.0f MB",
                 variant,
@@ -122,6 +143,27 @@ def _measure_server(
             )
             points.append({"server": spec.name, **result.as_dict()})
     return points
+
+
+def _batch_totals(spec: ServerSpec) -> tuple[float, float] | None:
+    """(frames, batches) run so far, from our service's /metrics; None for peers."""
+    if not spec.name.startswith(OUR_SERVERS):
+        return None
+    text = httpx.get(f"http://127.0.0.1:{PORT}/metrics", timeout=10).text
+    totals = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("phone_detection_batch_size_sum", "phone_detection_batch_size_count"):
+            totals[name] = float(value)
+    return totals["phone_detection_batch_size_sum"], totals["phone_detection_batch_size_count"]
+
+
+def _mean_batch(
+    before: tuple[float, float] | None, after: tuple[float, float] | None
+) -> float | None:
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
 
 
 def main() -> None:
@@ -142,6 +184,8 @@ def main() -> None:
         "settings": {
             "threads": args.threads,
             "service_env": args.service_env,
+            "max_batch_size": args.max_batch_size,
+            "fixed_wait_ms": args.fixed_wait_ms,
             "jpeg_bytes": len(jpeg),
             "image": "1280x720 JPEG q90",
         },

@@ -1,28 +1,31 @@
 """How long a batch that is not full may wait for more frames: a fixed window, or one derived
-from the arrival rate and what batching actually saves on this model and machine.
+from the arrival pattern and what batching actually saves on this model and machine.
 
 The adaptive rule. Fit batch time as t(b) = a + m·b (a: cost paid once per batch, m: cost per
-frame) from the batches the service runs. With b frames queued and the model idle, holding the
-batch for w until one more frame arrives delays each of the b frames by w + m, and saves the
-newcomer a - w (it no longer runs alone after them). The summed latency drops only while
-
-    w < w*(b) = (a - b·m) / (b + 1)
-
-so the batch waits at most w*(b) after its newest frame, and only when the mean gap between
-arrivals says the next frame is due within it. Where batching buys nothing (a ≈ 0: a CPU whose
-cores a single frame already fills) w* is 0 and no frame is ever held; on an accelerator where
-a batch of 8 costs little more than one, it opens to a few milliseconds under load and closes
-again when traffic thins. `max_wait_ms` caps it from the oldest frame, as for the fixed window.
+frame) from the batches the service runs. With b frames queued and the model idle, if one more
+frame arrives r seconds from now and the batch waits for it, each of the b frames finishes
+r + m later and the newcomer a - r sooner (it no longer runs alone after them): summed latency
+changes by (b + 1)·r + b·m - a. If no frame comes within the wait W, the b frames lose W each.
+The recent gaps between arrivals give the odds of each case, so for every candidate W the
+expected change is computable; the batch waits for the W with the best expected saving, and
+not at all when no W saves anything. Where batching buys nothing (a ≈ 0: a CPU whose cores
+one frame already fills) that is never; on an accelerator where a batch of 8 costs little more
+than one, it waits about as long as the next frame usually takes, which with bursty closed-loop
+clients can be far shorter than the mean gap. `max_wait_ms` caps any wait from the batch's
+oldest frame, as it does for the fixed window.
 """
 
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 WindowMode = Literal["adaptive", "fixed"]
 
-_ALPHA = 0.2  # EWMA weight of the newest sample: adapts within ~10 arrivals or batches
-_LONGEST_GAP_S = 1.0  # an idle minute must not take hundreds of arrivals to forget
+_ALPHA = 0.2  # EWMA weight of the newest batch time: adapts within ~10 batches
+_GAPS_KEPT = 64  # recent arrival gaps: the odds of the next frame coming within a wait
+_LONGEST_GAP_S = 1.0  # gaps beyond any sensible wait are all alike
+_SLACK = 1.25  # wait a quarter longer than the gap to catch: arrivals jitter
 
 
 class BatchWindow(Protocol):
@@ -71,48 +74,68 @@ class BatchCost:
     fixed_s: float
     per_frame_s: float
 
+    def latency_change_s(self, queued: int, arrives_in_s: float) -> float:
+        """Summed latency change from holding `queued` frames for one arriving in the given
+        time, against running them now and the newcomer alone after them."""
+        return (queued + 1) * arrives_in_s + queued * self.per_frame_s - self.fixed_s
+
     def break_even_wait_s(self, queued: int) -> float:
         """w*(b): the longest wait for one more frame that still lowers summed latency."""
         return max(0.0, (self.fixed_s - queued * self.per_frame_s) / (queued + 1))
 
 
 class AdaptiveWindow:
-    """The rule in the module docstring, learning t(b) and the arrival gap as it runs."""
+    """The rule in the module docstring, learning t(b) and the arrival gaps as it runs."""
 
     mode: WindowMode = "adaptive"
 
     def __init__(self, max_wait_s: float) -> None:
         self.max_wait_s = max_wait_s
         self._seconds_by_size: dict[int, float] = {}  # EWMA of batch time per batch size
-        self._mean_gap_s: float | None = None
+        self._gaps_s: deque[float] = deque(maxlen=_GAPS_KEPT)
         self._last_arrival: float | None = None
         self.cost: BatchCost | None = None  # None until two batch sizes have been seen
 
     def observe_arrival(self, at: float) -> None:
         if self._last_arrival is not None:
-            gap = min(max(0.0, at - self._last_arrival), _LONGEST_GAP_S)
-            self._mean_gap_s = _ewma(self._mean_gap_s, gap)
+            self._gaps_s.append(min(max(0.0, at - self._last_arrival), _LONGEST_GAP_S))
         self._last_arrival = at
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self._seconds_by_size[size] = _ewma(self._seconds_by_size.get(size), seconds)
         self.cost = fit_batch_cost(self._seconds_by_size.items())
 
-    @property
-    def mean_gap_s(self) -> float | None:
-        return self._mean_gap_s
-
     def window_s(self, queued: int) -> float:
-        if self.cost is None or self._mean_gap_s is None:
-            return 0.0
-        wait = min(self.cost.break_even_wait_s(queued), self.max_wait_s)
-        return wait if self._mean_gap_s <= wait else 0.0
+        return self._best_wait_s(queued, since_newest_s=0.0)
 
     def remaining_s(self, queued: int, oldest_at: float, newest_at: float, now: float) -> float:
-        window = self.window_s(queued)
-        if window <= 0.0:
+        wait = self._best_wait_s(queued, since_newest_s=max(0.0, now - newest_at))
+        if wait <= 0.0:
             return 0.0
-        return min(newest_at + window, oldest_at + self.max_wait_s) - now
+        return min(newest_at + wait, oldest_at + self.max_wait_s) - now
+
+    def _best_wait_s(self, queued: int, *, since_newest_s: float) -> float:
+        """The wait (from the newest frame's arrival) with the best expected latency saving,
+        given that `since_newest_s` has passed with no arrival; 0 when none saves anything."""
+        cost = self.cost
+        if cost is None:
+            return 0.0
+        still_possible = sorted(gap for gap in self._gaps_s if gap > since_newest_s)
+        best_wait, best_change = 0.0, 0.0
+        arrived_in_s = 0.0  # summed time-to-arrival of the gaps caught so far
+        for caught, gap in enumerate(still_possible, start=1):
+            wait_s = gap * _SLACK - since_newest_s
+            if wait_s > self.max_wait_s:
+                break
+            arrived_in_s += wait_s
+            p_caught = caught / len(still_possible)
+            change = (
+                p_caught * cost.latency_change_s(queued, arrived_in_s / caught)
+                + (1.0 - p_caught) * queued * wait_s
+            )
+            if change < best_change:
+                best_wait, best_change = gap * _SLACK, change
+        return best_wait
 
 
 def make_window(mode: WindowMode, max_wait_ms: float) -> BatchWindow:

@@ -18,6 +18,7 @@ from app.telemetry.metrics import DetectionMetrics
 from tests.utils.prom_text import metric_value
 
 MS = 1e-3
+GPU_LIKE = [(1, 5 * MS), (8, 8 * MS)]  # 5 ms for one frame, 8 ms for eight
 
 
 def test_batch_cost_fits_a_line_through_batch_sizes() -> None:
@@ -70,29 +71,43 @@ def test_adaptive_window_stays_shut_where_batching_gains_nothing() -> None:
 
 
 def test_adaptive_window_opens_when_batching_pays_and_frames_come_fast() -> None:
-    # An accelerator-like cost: 5 ms for one frame, 8 ms for eight.
-    gpu_like = [(1, 5 * MS), (8, 8 * MS)]
-    busy = _adaptive(gpu_like, gap_s=0.5 * MS)
-    cost = busy.cost
-    assert cost is not None
+    # An accelerator-like cost: 5 ms for one frame, 8 ms for eight; frames 0.5 ms apart.
+    busy = _adaptive(GPU_LIKE, gap_s=0.5 * MS)
 
-    assert busy.window_s(1) == pytest.approx(cost.break_even_wait_s(1))
-    assert 1 * MS < busy.window_s(1) < 3 * MS
-    # It is measured from the newest frame and never past the cap from the oldest.
+    # It waits about as long as the next frame takes (plus slack for jitter), not the cap.
+    assert busy.window_s(1) == pytest.approx(0.5 * MS * 1.25)
+    # Measured from the newest frame, and never past the cap from the oldest.
     assert busy.remaining_s(3, oldest_at=10.0, newest_at=10.001, now=10.001) == pytest.approx(
         busy.window_s(3)
     )
-    capped = _adaptive(gpu_like, gap_s=0.1 * MS, cap_ms=1)
-    assert capped.window_s(1) == pytest.approx(1 * MS)
-    assert capped.remaining_s(1, oldest_at=10.0, newest_at=10.0009, now=10.0009) == (
-        pytest.approx(0.1 * MS)
+    slow_frames = [(1, 40 * MS), (8, 41 * MS)]
+    assert _adaptive(slow_frames, gap_s=5 * MS, cap_ms=3).window_s(1) == 0.0
+    capped = _adaptive(slow_frames, gap_s=5 * MS, cap_ms=10)
+    assert capped.window_s(1) == pytest.approx(5 * MS * 1.25)
+    assert capped.remaining_s(1, oldest_at=10.0, newest_at=10.008, now=10.008) == pytest.approx(
+        2 * MS
     )
 
 
-def test_adaptive_window_shuts_when_traffic_thins() -> None:
-    gpu_like = [(1, 5 * MS), (8, 8 * MS)]
+def test_adaptive_window_reads_bursts_that_a_mean_gap_would_hide() -> None:
+    # Closed-loop clients answered together come back together: gaps of 1 ms, then 40 ms.
+    window = AdaptiveWindow(20 * MS)
+    for size, seconds in [(1, 30 * MS), (8, 37 * MS)]:
+        window.observe_batch(size, seconds)
+    at = 100.0
+    for i in range(40):
+        at += 1 * MS if i % 2 else 40 * MS
+        window.observe_arrival(at)
 
-    assert _adaptive(gpu_like, gap_s=20 * MS).window_s(1) == 0.0
+    # The mean gap (20.5 ms) is past the break-even (~14 ms), but half the frames come
+    # within 1 ms: worth waiting for.
+    assert window.window_s(1) == pytest.approx(1 * MS * 1.25)
+    # Once the burst's partner is late, only 40 ms gaps remain possible: stop waiting.
+    assert window.remaining_s(1, oldest_at=at, newest_at=at, now=at + 2 * MS) <= 0.0
+
+
+def test_adaptive_window_shuts_when_traffic_thins() -> None:
+    assert _adaptive(GPU_LIKE, gap_s=20 * MS).window_s(1) == 0.0
     # Nothing known yet: no hold.
     assert AdaptiveWindow(50 * MS).window_s(1) == 0.0
 
@@ -156,8 +171,8 @@ async def test_batcher_holds_frames_for_company_only_when_it_pays() -> None:
 
     await asyncio.gather(_stream(fixed_batcher, 40, 0.003), _stream(linear_batcher, 40, 0.003))
 
-    # 40 ms per batch whatever its size: waiting up to ~20 ms for frames 3 ms apart pays.
-    assert fixed_batcher.window.window_s(1) > 0.005
+    # 40 ms per batch whatever its size: waiting for frames ~3 ms apart pays.
+    assert fixed_batcher.window.window_s(1) > 0.002
     window_gauge = metric_value(
         fixed_metrics.exposition().decode(), "phone_detection_batch_window_seconds"
     )
