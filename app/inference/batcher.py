@@ -67,6 +67,7 @@ class _QueuedFrame:
     queued_at: float = field(default_factory=time.monotonic)
     started_at: float = 0.0
     priority: Priority = Priority.INTERACTIVE
+    waited_before_s: float = 0.0  # queued before submit, e.g. for a decode slot
 
 
 class MicroBatcher:
@@ -108,6 +109,7 @@ class MicroBatcher:
         # Background frames are not in queue_depth's metric: it measures what requests wait
         # on, and the autoscaler reads it.
         self._background: deque[_QueuedFrame] = deque()
+        self._reserved = 0  # interactive frames admitted by `reserve`, not yet submitted
         self._arrived = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -124,8 +126,9 @@ class MicroBatcher:
 
     @property
     def queue_depth(self) -> int:
-        """Interactive frames waiting (background frames are in `background_depth`)."""
-        return len(self._queue)
+        """Interactive frames waiting: queued, or reserved and not yet submitted (background
+        frames are in `background_depth`)."""
+        return len(self._queue) + self._reserved
 
     @property
     def background_depth(self) -> int:
@@ -174,6 +177,8 @@ class MicroBatcher:
         *,
         deadline_s: float,
         priority: Priority = Priority.INTERACTIVE,
+        reserved: bool = False,
+        waited_before_s: float = 0.0,
     ) -> FrameOutput:
         """Queue one frame and wait for its outputs.
 
@@ -181,12 +186,24 @@ class MicroBatcher:
         while draining, DeadlineExceededError after `deadline_s`, InferenceFailedError when
         its batch failed. Cancelling the caller drops the frame if it has not run yet.
 
+        `reserved`: the frame uses one of the caller's `reserve`d places, whatever the
+        outcome, so it is never refused for lack of room (only while draining).
+        `waited_before_s`: how long the frame already waited for its turn before submit; it
+        counts in the queue-wait metric, which measures what callers experience.
+
         A BACKGROUND frame waits in its own queue (bounded by `background_queue_size`) and
         its refusals and drops are left to the caller to count.
         """
         background = priority is Priority.BACKGROUND
         if background:
             self._check_background_capacity()
+        elif reserved:
+            self.release_reserved(1)  # the frame takes its place in the queue just below
+            if not self._accepting:
+                self._metrics.record_rejected("shutting_down")
+                raise ShuttingDownError(
+                    "service is shutting down", retry_after_s=self._retry_after_s
+                )
         else:
             self.check_capacity()
         loop = asyncio.get_running_loop()
@@ -196,6 +213,7 @@ class MicroBatcher:
             time.monotonic() + deadline_s,
             trace.get_current_span().get_span_context(),
             priority=priority,
+            waited_before_s=waited_before_s,
         )
         if background:
             self._background.append(frame)
@@ -229,12 +247,35 @@ class MicroBatcher:
         if not self._accepting:
             self._metrics.record_rejected("shutting_down")
             raise ShuttingDownError("service is shutting down", retry_after_s=self._retry_after_s)
-        if len(self._queue) >= self.queue_size:
+        if self.queue_depth >= self.queue_size:
             self._metrics.record_rejected("queue_full")
             raise QueueFullError(
                 f"queue is full ({self.queue_size} frames); retry later",
                 retry_after_s=self._retry_after_s,
             )
+
+    def reserve(self, frames: int) -> None:
+        """Admit `frames` interactive frames now and submit them later (`reserved=True`).
+
+        Refuses as `check_capacity` does. Until submitted or released, they count against
+        `queue_size` and in `queue_depth`, as if queued, so work held back before the queue
+        (e.g. images waiting to be decoded) keeps the bound and the autoscaler's signal.
+        """
+        self.check_capacity()
+        self._reserved += frames
+        self._metrics.record_queue_change(frames)
+
+    def release_reserved(self, frames: int, *, reason: str | None = None) -> None:
+        """Give back `frames` reserved places that will not be submitted; a `reason` counts
+        them as frames rejected before inference (the caller counts its own otherwise)."""
+        if frames <= 0:
+            return
+        if frames > self._reserved:
+            raise RuntimeError(f"releasing {frames} reserved frames; only {self._reserved} are")
+        self._reserved -= frames
+        self._metrics.record_queue_change(-frames)
+        if reason is not None:
+            self._metrics.record_rejected(reason, frames)
 
     def _check_background_capacity(self) -> None:
         if not self._accepting:
@@ -307,7 +348,7 @@ class MicroBatcher:
                 frame.future.cancel()
                 continue
             frame.started_at = now
-            self._metrics.record_queue_wait(now - frame.queued_at)
+            self._metrics.record_queue_wait(now - frame.queued_at + frame.waited_before_s)
             batch.append(frame)
         background_room = min(self.background_slots, self.max_batch_size - len(batch))
         taken = 0
