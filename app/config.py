@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     # adaptive: hold a non-full batch only as long as the measured batch cost and arrival rate
     # say it pays (never, on a CPU where batching gains nothing); fixed: always MAX_WAIT_MS.
     batch_window: Literal["adaptive", "fixed"] = "adaptive"
-    max_wait_ms: float = Field(10.0, ge=0.0, le=1000.0)  # the fixed window, or adaptive's cap
+    max_wait_ms: float = Field(20.0, ge=0.0, le=1000.0)  # the fixed window, or adaptive's cap
     queue_size: int = Field(64, ge=1)
     deadline_ms: float = Field(10_000.0, gt=0.0)
     intra_op_threads: int = Field(2, ge=1)

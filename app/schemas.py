@@ -120,6 +120,12 @@ class BatcherSettings(BaseModel):
     batch_window: Literal["adaptive", "fixed"]
     max_wait_ms: float
     window_ms: float = Field(description="How long a lone frame would now wait for company")
+    batch_fixed_ms: float | None = Field(
+        None, description="Adaptive window's estimate of the cost paid once per batch"
+    )
+    batch_per_frame_ms: float | None = Field(
+        None, description="Adaptive window's estimate of the cost per frame in a batch"
+    )
     queue_size: int
     deadline_ms: float
 

@@ -6,13 +6,16 @@ frame) from the batches the service runs. With b frames queued and the model idl
 frame arrives r seconds from now and the batch waits for it, each of the b frames finishes
 r + m later and the newcomer a - r sooner (it no longer runs alone after them): summed latency
 changes by (b + 1)·r + b·m - a. If no frame comes within the wait W, the b frames lose W each.
-The recent gaps between arrivals give the odds of each case, so for every candidate W the
-expected change is computable; the batch waits for the W with the best expected saving, and
-not at all when no W saves anything. Where batching buys nothing (a ≈ 0: a CPU whose cores
-one frame already fills) that is never; on an accelerator where a batch of 8 costs little more
-than one, it waits about as long as the next frame usually takes, which with bursty closed-loop
-clients can be far shorter than the mean gap. `max_wait_ms` caps any wait from the batch's
-oldest frame, as it does for the fixed window.
+The recent gaps between arrivals (those that followed a gap like the one before the newest
+frame: clients answered together come back together) give the odds of each case, so for every
+candidate W the expected change is computable; the batch waits for the W with the best
+expected saving, and not at all when no W saves anything. Where batching buys nothing
+(a ≈ 0: a CPU whose cores one frame already fills) that is never; on an accelerator where a
+batch of 8 costs little more than one, it waits about as long as the next frame usually
+takes, which with bursty closed-loop clients can be far shorter than the mean gap.
+`max_wait_ms` caps any hold: for the fixed window from the batch's oldest frame, for the
+adaptive one from when the model became free (time spent queued behind a busy model is sunk,
+and must not forbid a hold that pays).
 """
 
 from collections import deque
@@ -25,7 +28,8 @@ WindowMode = Literal["adaptive", "fixed"]
 _ALPHA = 0.2  # EWMA weight of the newest batch time: adapts within ~10 batches
 _GAPS_KEPT = 64  # recent arrival gaps: the odds of the next frame coming within a wait
 _LONGEST_GAP_S = 1.0  # gaps beyond any sensible wait are all alike
-_SLACK = 1.25  # wait a quarter longer than the gap to catch: arrivals jitter
+_SLACK_S = 0.001  # wait a little past the gap to catch: arrivals jitter
+_ALIKE_ENOUGH = 8  # gaps after a gap like the newest one, enough to judge by
 
 
 class BatchWindow(Protocol):
@@ -41,8 +45,11 @@ class BatchWindow(Protocol):
         """How long `queued` frames would now wait for one more (0: run at once)."""
         ...
 
-    def remaining_s(self, queued: int, oldest_at: float, newest_at: float, now: float) -> float:
-        """Seconds left to wait for another frame; <= 0 runs the batch now."""
+    def remaining_s(
+        self, *, queued: int, oldest_at: float, newest_at: float, held_since: float, now: float
+    ) -> float:
+        """Seconds left to wait for another frame; <= 0 runs the batch now. `held_since`:
+        when the model became free with these frames waiting (a hold starts there)."""
         ...
 
 
@@ -63,7 +70,9 @@ class FixedWindow:
     def window_s(self, queued: int) -> float:
         return self.max_wait_s
 
-    def remaining_s(self, queued: int, oldest_at: float, newest_at: float, now: float) -> float:
+    def remaining_s(
+        self, *, queued: int, oldest_at: float, newest_at: float, held_since: float, now: float
+    ) -> float:
         return oldest_at + self.max_wait_s - now
 
 
@@ -92,49 +101,75 @@ class AdaptiveWindow:
     def __init__(self, max_wait_s: float) -> None:
         self.max_wait_s = max_wait_s
         self._seconds_by_size: dict[int, float] = {}  # EWMA of batch time per batch size
-        self._gaps_s: deque[float] = deque(maxlen=_GAPS_KEPT)
+        # (gap before a frame, gap after it): what follows a short gap is not what follows a
+        # long one when clients are answered together and come back together.
+        self._gap_pairs: deque[tuple[float, float]] = deque(maxlen=_GAPS_KEPT)
+        self._last_gap_s: float | None = None
         self._last_arrival: float | None = None
         self.cost: BatchCost | None = None  # None until two batch sizes have been seen
 
     def observe_arrival(self, at: float) -> None:
         if self._last_arrival is not None:
-            self._gaps_s.append(min(max(0.0, at - self._last_arrival), _LONGEST_GAP_S))
+            gap = min(max(0.0, at - self._last_arrival), _LONGEST_GAP_S)
+            if self._last_gap_s is not None:
+                self._gap_pairs.append((self._last_gap_s, gap))
+            self._last_gap_s = gap
         self._last_arrival = at
+
+    def _next_gaps(self) -> list[float]:
+        """Recent gaps that followed a gap like the newest frame's (both shorter than the
+        mean gap, or both not: the mean falls between the short and long gaps of bursts);
+        all recent gaps while too few match to judge by."""
+        if self._last_gap_s is None or not self._gap_pairs:
+            return []
+        mean = sum(before for before, _ in self._gap_pairs) / len(self._gap_pairs)
+        newest_was_short = self._last_gap_s < mean
+        alike = [after for before, after in self._gap_pairs if (before < mean) == newest_was_short]
+        if len(alike) >= _ALIKE_ENOUGH:
+            return alike
+        return [after for _, after in self._gap_pairs]
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self._seconds_by_size[size] = _ewma(self._seconds_by_size.get(size), seconds)
         self.cost = fit_batch_cost(self._seconds_by_size.items())
 
     def window_s(self, queued: int) -> float:
-        return self._best_wait_s(queued, since_newest_s=0.0)
+        return self._best_wait_s(queued, since_newest_s=0.0, longest_s=self.max_wait_s)
 
-    def remaining_s(self, queued: int, oldest_at: float, newest_at: float, now: float) -> float:
-        wait = self._best_wait_s(queued, since_newest_s=max(0.0, now - newest_at))
+    def remaining_s(
+        self, *, queued: int, oldest_at: float, newest_at: float, held_since: float, now: float
+    ) -> float:
+        # Time a frame spent queued behind a busy model is sunk: the cap bounds the hold.
+        hold_ends = held_since + self.max_wait_s
+        wait = self._best_wait_s(
+            queued, since_newest_s=max(0.0, now - newest_at), longest_s=hold_ends - now
+        )
         if wait <= 0.0:
             return 0.0
-        return min(newest_at + wait, oldest_at + self.max_wait_s) - now
+        return min(newest_at + wait, hold_ends) - now
 
-    def _best_wait_s(self, queued: int, *, since_newest_s: float) -> float:
+    def _best_wait_s(self, queued: int, *, since_newest_s: float, longest_s: float) -> float:
         """The wait (from the newest frame's arrival) with the best expected latency saving,
-        given that `since_newest_s` has passed with no arrival; 0 when none saves anything."""
+        given that `since_newest_s` has passed with no arrival and at most `longest_s` more
+        may be spent; 0 when none saves anything."""
         cost = self.cost
         if cost is None:
             return 0.0
-        still_possible = sorted(gap for gap in self._gaps_s if gap > since_newest_s)
+        still_possible = sorted(gap for gap in self._next_gaps() if gap > since_newest_s)
         best_wait, best_change = 0.0, 0.0
-        arrived_in_s = 0.0  # summed time-to-arrival of the gaps caught so far
+        arrives_in_s = 0.0  # summed time from now to the arrivals caught so far
         for caught, gap in enumerate(still_possible, start=1):
-            wait_s = gap * _SLACK - since_newest_s
-            if wait_s > self.max_wait_s:
+            wait_s = gap + _SLACK_S - since_newest_s
+            if wait_s > longest_s:
                 break
-            arrived_in_s += wait_s
+            arrives_in_s += gap - since_newest_s
             p_caught = caught / len(still_possible)
             change = (
-                p_caught * cost.latency_change_s(queued, arrived_in_s / caught)
+                p_caught * cost.latency_change_s(queued, arrives_in_s / caught)
                 + (1.0 - p_caught) * queued * wait_s
             )
             if change < best_change:
-                best_wait, best_change = gap * _SLACK, change
+                best_wait, best_change = gap + _SLACK_S, change
         return best_wait
 
 

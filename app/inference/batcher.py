@@ -119,6 +119,7 @@ class MicroBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self.batches_run = 0
         self.largest_batch = 0
+        self._model_free_since = 0.0  # time.monotonic() when the last batch finished
 
     @property
     def running(self) -> bool:
@@ -311,6 +312,7 @@ class MicroBatcher:
             batch = await self._next_batch()
             if batch:
                 await self._run(batch)
+                self._model_free_since = time.monotonic()
             if not self._queue and not self._background:
                 self._idle.set()
 
@@ -324,11 +326,13 @@ class MicroBatcher:
             await self._arrived.wait()
         # Interactive frames may be held for company (see batch_window); camera frames never.
         while self._queue and len(self._queue) < self.max_batch_size:
+            oldest_at = self._queue[0].queued_at
             remaining = self.window.remaining_s(
-                len(self._queue),
-                self._queue[0].queued_at,
-                self._queue[-1].queued_at,
-                time.monotonic(),
+                queued=len(self._queue),
+                oldest_at=oldest_at,
+                newest_at=self._queue[-1].queued_at,
+                held_since=max(oldest_at, self._model_free_since),
+                now=time.monotonic(),
             )
             if remaining <= 0:
                 break

@@ -2,6 +2,7 @@
 
 from fastapi import APIRouter
 
+from app.inference.batch_window import AdaptiveWindow
 from app.routers.deps import RuntimeDep
 from app.schemas import BatcherSettings, ModelDescription, ModelsResponse
 
@@ -13,6 +14,8 @@ async def list_models(runtime: RuntimeDep) -> ModelsResponse:
     """The model being served: identity, input size, phone classes, synthetic flag, batching."""
     pipeline = runtime.require_pipeline()
     info = pipeline.detector.model.info
+    window = pipeline.batcher.window
+    cost = window.cost if isinstance(window, AdaptiveWindow) else None
     settings = runtime.settings
     return ModelsResponse(
         models=[
@@ -30,10 +33,16 @@ async def list_models(runtime: RuntimeDep) -> ModelsResponse:
                     max_batch_size=settings.max_batch_size,
                     batch_window=settings.batch_window,
                     max_wait_ms=settings.max_wait_ms,
-                    window_ms=round(pipeline.batcher.window.window_s(1) * 1000.0, 3),
+                    window_ms=round(window.window_s(1) * 1000.0, 3),
+                    batch_fixed_ms=_ms(cost.fixed_s) if cost else None,
+                    batch_per_frame_ms=_ms(cost.per_frame_s) if cost else None,
                     queue_size=settings.queue_size,
                     deadline_ms=settings.deadline_ms,
                 ),
             )
         ]
     )
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)

@@ -67,43 +67,59 @@ def test_adaptive_window_stays_shut_where_batching_gains_nothing() -> None:
     window = _adaptive([(1, 81 * MS), (2, 150 * MS)], gap_s=1 * MS)
 
     assert window.window_s(1) == 0.0
-    assert window.remaining_s(1, oldest_at=5.0, newest_at=5.0, now=5.0) <= 0.0
+    assert window.remaining_s(queued=1, oldest_at=5.0, newest_at=5.0, held_since=5.0, now=5.0) <= 0
 
 
 def test_adaptive_window_opens_when_batching_pays_and_frames_come_fast() -> None:
     # An accelerator-like cost: 5 ms for one frame, 8 ms for eight; frames 0.5 ms apart.
     busy = _adaptive(GPU_LIKE, gap_s=0.5 * MS)
 
-    # It waits about as long as the next frame takes (plus slack for jitter), not the cap.
-    assert busy.window_s(1) == pytest.approx(0.5 * MS * 1.25)
-    # Measured from the newest frame, and never past the cap from the oldest.
-    assert busy.remaining_s(3, oldest_at=10.0, newest_at=10.001, now=10.001) == pytest.approx(
-        busy.window_s(3)
-    )
-    slow_frames = [(1, 40 * MS), (8, 41 * MS)]
+    # It waits about as long as the next frame takes (plus 1 ms for jitter), not the cap.
+    assert busy.window_s(1) == pytest.approx(1.5 * MS)
+    assert busy.remaining_s(
+        queued=3, oldest_at=10.0, newest_at=10.001, held_since=10.001, now=10.001
+    ) == pytest.approx(busy.window_s(3))
+
+
+def test_adaptive_window_respects_its_cap_from_when_the_model_became_free() -> None:
+    slow_frames = [(1, 40 * MS), (8, 41 * MS)]  # nearly all of a batch's cost is fixed
     assert _adaptive(slow_frames, gap_s=5 * MS, cap_ms=3).window_s(1) == 0.0
     capped = _adaptive(slow_frames, gap_s=5 * MS, cap_ms=10)
-    assert capped.window_s(1) == pytest.approx(5 * MS * 1.25)
-    assert capped.remaining_s(1, oldest_at=10.0, newest_at=10.008, now=10.008) == pytest.approx(
-        2 * MS
+    assert capped.window_s(1) == pytest.approx(6 * MS)
+
+    # A hold that could not last until the next frame is due is not started...
+    assert (
+        capped.remaining_s(queued=1, oldest_at=10.0, newest_at=10.008, held_since=10.0, now=10.008)
+        <= 0
     )
+    # ...but time spent queued behind a busy model does not count against the cap.
+    assert capped.remaining_s(
+        queued=1, oldest_at=9.0, newest_at=10.008, held_since=10.005, now=10.008
+    ) == pytest.approx(6 * MS)
 
 
 def test_adaptive_window_reads_bursts_that_a_mean_gap_would_hide() -> None:
-    # Closed-loop clients answered together come back together: gaps of 1 ms, then 40 ms.
+    # Two closed-loop clients answered together come back together: a frame 40 ms after the
+    # last pair, its partner 1 ms later, and so on.
     window = AdaptiveWindow(20 * MS)
     for size, seconds in [(1, 30 * MS), (8, 37 * MS)]:
         window.observe_batch(size, seconds)
     at = 100.0
-    for i in range(40):
-        at += 1 * MS if i % 2 else 40 * MS
+    for i in range(41):
+        at += 40 * MS if i % 2 == 0 else 1 * MS
         window.observe_arrival(at)
 
-    # The mean gap (20.5 ms) is past the break-even (~14 ms), but half the frames come
-    # within 1 ms: worth waiting for.
-    assert window.window_s(1) == pytest.approx(1 * MS * 1.25)
-    # Once the burst's partner is late, only 40 ms gaps remain possible: stop waiting.
-    assert window.remaining_s(1, oldest_at=at, newest_at=at, now=at + 2 * MS) <= 0.0
+    # The newest frame came after a long gap, and after every long gap the partner came
+    # within 1 ms; the mean gap (20.5 ms, past the ~14 ms break-even) would never wait.
+    assert window.window_s(1) == pytest.approx(2 * MS)
+    # If the partner is late after all, only long gaps remain possible: stop waiting.
+    assert (
+        window.remaining_s(queued=1, oldest_at=at, newest_at=at, held_since=at, now=at + 3 * MS)
+        <= 0.0
+    )
+    # The partner itself ends a burst: after a short gap the next frame is 40 ms away.
+    window.observe_arrival(at + 1 * MS)
+    assert window.window_s(1) == 0.0
 
 
 def test_adaptive_window_shuts_when_traffic_thins() -> None:
@@ -117,7 +133,9 @@ def test_fixed_window_always_waits_its_length_from_the_oldest_frame() -> None:
 
     assert isinstance(window, FixedWindow)
     assert window.window_s(1) == pytest.approx(10 * MS)
-    assert window.remaining_s(2, oldest_at=1.0, newest_at=1.008, now=1.008) == pytest.approx(2 * MS)
+    assert window.remaining_s(
+        queued=2, oldest_at=1.0, newest_at=1.008, held_since=1.008, now=1.008
+    ) == pytest.approx(2 * MS)
 
 
 class FixedCostModel:
