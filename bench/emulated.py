@@ -35,18 +35,8 @@ def build_fixed_cost_model(path: Path) -> None:
         # Per frame: a quarter-size view through FRAME_CONVS small convs.
         n("AveragePool", ["images"], ["frame0"], kernel_shape=[4, 4], strides=[4, 4]),
     ]
-    shared, channels = "shared0", 3
-    for i in range(SHARED_CONVS):
-        weight = (rng.standard_normal((32, channels, 3, 3)) * 0.01).astype(np.float32)
-        inits.append(numpy_helper.from_array(weight, f"shared_w{i}"))
-        nodes.append(n("Conv", [shared, f"shared_w{i}"], [f"shared{i + 1}"], pads=[1, 1, 1, 1]))
-        shared, channels = f"shared{i + 1}", 32
-    frame, channels = "frame0", 3
-    for i in range(FRAME_CONVS):
-        weight = (rng.standard_normal((16, channels, 3, 3)) * 0.01).astype(np.float32)
-        inits.append(numpy_helper.from_array(weight, f"frame_w{i}"))
-        nodes.append(n("Conv", [frame, f"frame_w{i}"], [f"frame{i + 1}"], pads=[1, 1, 1, 1]))
-        frame, channels = f"frame{i + 1}", 16
+    shared = _conv_chain("shared", SHARED_CONVS, 32, rng, nodes, inits)
+    frame = _conv_chain("frame", FRAME_CONVS, 16, rng, nodes, inits)
     nodes += [
         n("ReduceMean", [shared], ["shared_scalar"], keepdims=1, axes=[1, 2, 3]),  # [1,1,1,1]
         n("ReduceMean", [frame], ["frame_scalar"], keepdims=1, axes=[2, 3]),  # [B,16,1,1]
@@ -84,3 +74,26 @@ def build_fixed_cost_model(path: Path) -> None:
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
+
+
+def _conv_chain(
+    prefix: str,
+    count: int,
+    channels: int,
+    rng: np.random.Generator,
+    nodes: list[onnx.NodeProto],
+    inits: list[onnx.TensorProto],
+) -> str:
+    """`count` 3x3 convs of `channels` outputs after the 3-channel `{prefix}0`; returns the
+    last output's name."""
+    current, inputs = f"{prefix}0", 3
+    for i in range(count):
+        weight = (rng.standard_normal((channels, inputs, 3, 3)) * 0.01).astype(np.float32)
+        inits.append(numpy_helper.from_array(weight, f"{prefix}_w{i}"))
+        nodes.append(
+            helper.make_node(
+                "Conv", [current, f"{prefix}_w{i}"], [f"{prefix}{i + 1}"], pads=[1, 1, 1, 1]
+            )
+        )
+        current, inputs = f"{prefix}{i + 1}", channels
+    return current
