@@ -30,6 +30,7 @@ from app.routers import detect, health, models, sources, stream, web
 from app.routers.auth import ApiKeyRequired
 from app.routers.errors import add_error_handlers, count_refused_body
 from app.runtime import Runtime
+from app.shedding import ShedWhenFull
 from app.sources import SourceManager
 from app.telemetry.logging import get_logger
 from app.telemetry.setup import Telemetry, build_telemetry
@@ -112,6 +113,11 @@ def create_app(
     )
     _add_metrics_route(service, runtime)
     add_error_handlers(service, runtime)
+    service.add_middleware(
+        ShedWhenFull,
+        runtime=runtime,
+        on_shed=lambda method, error: detect.record_shed(runtime, method, error),
+    )
     service.add_middleware(
         RequestBodyLimit,
         max_body_bytes=settings.max_request_bytes,

@@ -227,6 +227,11 @@ async def _observed(runtime: Runtime, method: str) -> AsyncIterator["_Observer"]
         runtime.release()
 
 
+def record_shed(runtime: Runtime, method: str, error: DetectorError) -> None:
+    """Count and log a request refused before its route ran, as the route would have."""
+    _Observer(runtime, method).finish(_status_of(error), seconds=None, code=error.code)
+
+
 class _Observer:
     """Collects what a request did, then records it in metrics and one log line."""
 

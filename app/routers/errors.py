@@ -13,7 +13,7 @@ from app.telemetry.logging import get_logger
 logger = get_logger(__name__)
 
 # Requests refused before their route ran are still counted under the route's method.
-_METHOD_BY_PATH = {
+METHOD_BY_PATH = {
     "/v1/detect": "multipart",
     "/v1/detect/base64": "base64",
     "/v1/detect/render": "render",
@@ -22,13 +22,13 @@ _METHOD_BY_PATH = {
 
 def count_refused_body(runtime: Runtime, path: str) -> None:
     """Count a request body refused by the size limit before any route saw it."""
-    method = _METHOD_BY_PATH.get(path)
+    method = METHOD_BY_PATH.get(path)
     if method is not None:
         runtime.metrics.record_request(method=method, status="error", seconds=None)
     runtime.metrics.record_error("too_large")
 
 
-def _error_response(
+def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse(
@@ -48,7 +48,7 @@ def add_error_handlers(service: FastAPI, runtime: Runtime) -> None:
             headers = {"WWW-Authenticate": "Bearer"}
         if exc.http_status == 500:  # a bug or a model failure: keep the cause for the log
             logger.error("%r", exc, exc_info=exc.__cause__ or exc)
-        return _error_response(exc.http_status, exc.code, exc.message, headers)
+        return error_response(exc.http_status, exc.code, exc.message, headers)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -56,11 +56,11 @@ def add_error_handlers(service: FastAPI, runtime: Runtime) -> None:
             f"{'.'.join(str(part) for part in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
             for err in exc.errors()
         )
-        method = _METHOD_BY_PATH.get(request.url.path)
+        method = METHOD_BY_PATH.get(request.url.path)
         if method is not None:
             runtime.metrics.record_request(method=method, status="error", seconds=None)
         runtime.metrics.record_error("invalid_request")
-        return _error_response(422, "invalid_request", problems or "invalid request")
+        return error_response(422, "invalid_request", problems or "invalid request")
 
     async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -68,12 +68,12 @@ def add_error_handlers(service: FastAPI, runtime: Runtime) -> None:
             exc.status_code, "http_error"
         )
         headers = dict(exc.headers) if exc.headers else None
-        return _error_response(exc.status_code, code, str(exc.detail), headers)
+        return error_response(exc.status_code, code, str(exc.detail), headers)
 
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
         logger.error("unhandled error", exc_info=exc)
         runtime.metrics.record_error("internal_error")
-        return _error_response(500, "internal_error", "internal error; see the service log")
+        return error_response(500, "internal_error", "internal error; see the service log")
 
     service.add_exception_handler(DetectorError, on_detector_error)
     service.add_exception_handler(RequestValidationError, on_validation_error)
