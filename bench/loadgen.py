@@ -24,7 +24,9 @@ class LoadResult:
     p99_ms: float
     mean_ms: float
     errors: dict[str, int] = field(default_factory=dict)  # "503", "timeout", ...
-    error_p99_ms: float = 0.0  # how fast refusals came back
+    error_p99_ms: float = 0.0  # how fast errors of any kind came back
+    shed_p50_ms: float = 0.0  # how fast 503 refusals came back
+    shed_p99_ms: float = 0.0
     peak_rss_mb: float = 0.0
     mean_batch: float | None = None  # frames per model run, where the server reports it
 
@@ -54,6 +56,7 @@ async def closed_loop(
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     ok_ms: list[float] = []
     error_ms: list[float] = []
+    shed_ms: list[float] = []
     errors: Counter[str] = Counter()
     start = time.perf_counter()
     measure_from = start + warmup_s
@@ -78,6 +81,8 @@ async def closed_loop(
             if status:
                 errors[status] += 1
                 error_ms.append((done - sent) * 1000.0)
+                if status == "503":
+                    shed_ms.append((done - sent) * 1000.0)
             else:
                 ok_ms.append((done - sent) * 1000.0)
 
@@ -109,4 +114,6 @@ async def closed_loop(
         mean_ms=float(np.mean(latencies)),
         errors=dict(errors),
         error_p99_ms=float(np.percentile(error_ms, 99)) if error_ms else 0.0,
+        shed_p50_ms=float(np.percentile(shed_ms, 50)) if shed_ms else 0.0,
+        shed_p99_ms=float(np.percentile(shed_ms, 99)) if shed_ms else 0.0,
     )

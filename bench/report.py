@@ -40,6 +40,17 @@ def ratio_lines(run: dict[str, Any]) -> list[str]:
         lines.append(
             f"{variant}: service peak RSS {max(p['peak_rss_mb'] for p in ours.values()):.0f} MB"
         )
+        overload = data.get("overload")
+        if overload:
+            lines.append(
+                f"{variant}: overload ({overload['clients']} clients, queue "
+                f"{overload['queue_size']}): accepted p99 {overload['accepted_p99_ms']:.0f} ms "
+                f"(deadline {overload['deadline_ms']} ms), 503 p50/p99 "
+                f"{overload['shed_p50_ms']:.1f}/{overload['shed_p99_ms']:.1f} ms, answers "
+                f"{overload['errors']}, peak RSS "
+                f"{overload['peak_rss_mb']:.0f} MB, ready again after "
+                f"{overload['ready_after_ms']:.0f} ms"
+            )
         for other, others in servers.items():
             if other == "service":
                 continue

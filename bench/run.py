@@ -17,6 +17,7 @@ from bench import report
 from bench.ceiling import Ceiling, measure_ceiling
 from bench.fixtures import camera_jpeg, model_file
 from bench.loadgen import closed_loop
+from bench.overload import measure_overload
 from bench.servers import MemoryWatch, ServerSpec, our_service, peer, running
 
 logger = logging.getLogger("bench")
@@ -68,6 +69,12 @@ def _parse_args() -> argparse.Namespace:
         default=[],
         metavar="NAME=VALUE",
         help="extra PHONE_DET_* settings for the service (not the baseline)",
+    )
+    parser.add_argument(
+        "--overload",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also flood the service at 4x its queue (shed time, accepted p99, readiness)",
     )
     parser.add_argument("--tag", default="latest", help="results file name stem")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -212,6 +219,17 @@ def main() -> None:
             except RuntimeError as exc:
                 logger.error("%s/%s skipped: %s", variant, name, exc)
         run["variants"][variant] = {"ceiling": ceiling.as_dict(), "points": points}
+        if args.overload:
+            run["variants"][variant]["overload"] = measure_overload(
+                model,
+                jpeg,
+                port=PORT,
+                threads=args.threads,
+                max_batch_size=args.max_batch_size,
+                window_s=args.max_point_s,
+                log_path=args.out / "logs" / f"{args.tag}-{variant}-overload.log",
+                label=f"{variant} overload",
+            )
         _write(run, args)  # keep what we have if a later variant fails
     for line in report.ratio_lines(run):
         logger.info("%s", line)
