@@ -2,7 +2,7 @@
 
 Endpoints call `DetectionPipeline.detect`; it never blocks the event loop and never calls
 the model directly (the MicroBatcher does). A request's images are decoded only when they
-are about to be needed (see `DecodeSlots`): until then they wait as compressed bytes, counted
+are about to be needed (`decode_slots`): until then they wait as compressed bytes, counted
 in the batcher's queue, so memory does not grow with the number of waiting requests.
 """
 
@@ -16,7 +16,6 @@ from PIL import Image
 
 from app.errors import DeadlineExceededError, DetectorError, ShuttingDownError
 from app.inference.batcher import MicroBatcher, Priority
-from app.inference.decode_slots import DecodeSlots
 from app.inference.detector import Detector, PreparedImage
 from app.inference.types import DetectOptions, ImageResult
 from app.telemetry.tracing import now_ns, record_finished_span
@@ -42,7 +41,10 @@ class DetectionPipeline:
         # Decoded frames enough to keep the model busy, and no more: the batch it runs, the
         # batch queued behind it, one image on each decode thread. A 640x640 frame is 1.2 MB
         # against a few hundred kB of JPEG, so 64 waiting requests cost ~80 MB less this way.
-        self.decode_slots = DecodeSlots(2 * batcher.max_batch_size + decode_threads)
+        # asyncio's semaphore serves waiters first come, first served (since 3.11) and a
+        # waiter cancelled as it is granted passes the slot on; Bounded refuses over-release.
+        self.decode_slot_count = 2 * batcher.max_batch_size + decode_threads
+        self.decode_slots = asyncio.BoundedSemaphore(self.decode_slot_count)
 
     async def detect(
         self, images: list[bytes], options: DetectOptions, *, deadline_s: float

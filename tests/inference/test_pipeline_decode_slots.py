@@ -155,7 +155,7 @@ async def test_waiting_requests_stay_compressed_beyond_the_decode_slots(
         detector,
         metrics,
     ):
-        slots = pipeline.decode_slots.slots
+        slots = pipeline.decode_slot_count
         model.hold()
         requests = [_detect(pipeline, _level(i)) for i in range(24)]
         await until(lambda: model.entered == 1)
@@ -199,7 +199,7 @@ async def test_images_waiting_for_decode_count_in_queue_depth_and_are_shed_at_qu
         results = await asyncio.gather(*requests)
 
     assert gauge_when_full == 8
-    assert decoded_when_full == pipeline.decode_slots.slots == 3
+    assert decoded_when_full == pipeline.decode_slot_count == 3
     assert detector.decoded == 9, "the shed request was decoded"
     assert len(results) == 9
     assert _gauge(metrics, "phone_detection_frames_rejected_total", reason="queue_full") == 1
@@ -264,7 +264,7 @@ async def test_request_with_more_images_than_slots_is_answered_in_order(
         model.release()
         results = await asyncio.wait_for(request, 10)
 
-    assert decoded_while_held == pipeline.decode_slots.slots == 3
+    assert decoded_while_held == pipeline.decode_slot_count == 3
     assert len(results) == 8
     assert model.ran == levels
     assert detector.most_alive <= 3
@@ -294,12 +294,12 @@ async def test_camera_frame_does_not_wait_for_a_decode_slot(red_model: OnnxModel
     # The model is slower than a decode, as real ones are, so a decoded request is always
     # queued when a batch forms; camera frames then get only what requests leave.
     model = HeldModel(delay_s=0.05)
-    async with _pipeline(red_model, model, max_batch_size=1) as (pipeline, _, _metrics):
+    async with _pipeline(red_model, model, max_batch_size=1) as (pipeline, detector, _metrics):
         model.hold()
         requests = [_detect(pipeline, _level(i)) for i in range(6)]
         await until(lambda: model.entered == 1)
         await _settle()
-        assert pipeline.decode_slots.waiting == 3
+        assert 6 - detector.decoded == 3  # waiting for a decode slot
         frame = Image.new("RGB", (320, 240), (250, 250, 250))
         camera = asyncio.create_task(pipeline.detect_frame(frame, OPTIONS, deadline_s=LONG_S))
         await until(lambda: pipeline.batcher.background_depth == 1)
@@ -321,7 +321,7 @@ async def test_queue_wait_metric_includes_the_wait_for_a_decode_slot(
         _,
         metrics,
     ):
-        slots = pipeline.decode_slots.slots
+        slots = pipeline.decode_slot_count
         model.hold()
         requests = [_detect(pipeline, _level(i)) for i in range(slots + 1)]
         await until(lambda: model.entered == 1)
