@@ -153,8 +153,8 @@ class AdaptiveWindow:
         given that `since_newest_s` has passed with no arrival and at most `longest_s` more
         may be spent; 0 when none saves anything."""
         cost = self.cost
-        if cost is None:
-            return 0.0
+        if cost is None or cost.break_even_wait_s(queued) <= 0.0:
+            return 0.0  # no arrival, however soon, would pay for the hold
         still_possible = sorted(gap for gap in self._next_gaps() if gap > since_newest_s)
         best_wait, best_change = 0.0, 0.0
         arrives_in_s = 0.0  # summed time from now to the arrivals caught so far

@@ -2,8 +2,9 @@
 
 Callers `await submit(frame)`; one background task takes up to `max_batch_size` queued
 frames, runs them together in the batcher's own thread pool and resolves each caller's
-future. A lone frame runs at once (no batch window by default); under load, batches fill
-with what queued while the model was busy. Knows nothing about images.
+future. A batch that is not full waits for more frames only as long as its batch window
+says (`batch_window`: fixed, or adaptive); under load, batches fill with what queued while
+the model was busy. Knows nothing about images.
 
 Frames have a priority. Interactive frames (requests) go first; background frames (camera
 sources) wait in their own short queue, fill at most `background_slots` places of a batch
@@ -97,7 +98,6 @@ class MicroBatcher:
             raise ValueError("background_slots and background_queue_size must be >= 1")
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
-        self.max_wait_s = max_wait_ms / 1000.0
         self.window = make_window(window_mode, max_wait_ms)
         self.queue_size = queue_size
         self._metrics = metrics

@@ -33,7 +33,7 @@ async def list_models(runtime: RuntimeDep) -> ModelsResponse:
                     max_batch_size=settings.max_batch_size,
                     batch_window=settings.batch_window,
                     max_wait_ms=settings.max_wait_ms,
-                    window_ms=round(window.window_s(1) * 1000.0, 3),
+                    window_ms=_ms(window.window_s(1)),
                     batch_fixed_ms=_ms(cost.fixed_s) if cost else None,
                     batch_per_frame_ms=_ms(cost.per_frame_s) if cost else None,
                     queue_size=settings.queue_size,
