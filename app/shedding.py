@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import DetectorError, QueueFullError
 from app.routers.auth import key_accepted, presented_key
-from app.routers.errors import METHOD_BY_PATH, error_response
+from app.routers.errors import METHOD_BY_PATH, detector_error_response
 from app.runtime import Runtime
 
 
@@ -49,9 +49,7 @@ class ShedWhenFull:
             pipeline.batcher.check_capacity()  # raises and counts the refused frame
         except QueueFullError as exc:
             self.on_shed(method, exc)
-            headers = {"Retry-After": str(max(1, round(exc.retry_after_s or 1.0)))}
-            response = error_response(exc.http_status, exc.code, exc.message, headers)
-            await response(scope, receive, send)
+            await detector_error_response(exc)(scope, receive, send)
             return
         await self.app(scope, receive, send)  # room appeared meanwhile
 

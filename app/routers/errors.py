@@ -36,19 +36,24 @@ def error_response(
     )
 
 
+def detector_error_response(exc: DetectorError) -> JSONResponse:
+    """A DetectorError as its status and JSON body, with Retry-After or WWW-Authenticate."""
+    headers = None
+    if exc.retry_after_s is not None:
+        headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
+    if isinstance(exc, UnauthorizedError):
+        headers = {"WWW-Authenticate": "Bearer"}
+    return error_response(exc.http_status, exc.code, exc.message, headers)
+
+
 def add_error_handlers(service: FastAPI, runtime: Runtime) -> None:
     """Render every error as `{"error": {"code", "message"}}` with its status, and count it."""
 
     async def on_detector_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, DetectorError)
-        headers = None
-        if exc.retry_after_s is not None:
-            headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
-        if isinstance(exc, UnauthorizedError):
-            headers = {"WWW-Authenticate": "Bearer"}
         if exc.http_status == 500:  # a bug or a model failure: keep the cause for the log
             logger.error("%r", exc, exc_info=exc.__cause__ or exc)
-        return error_response(exc.http_status, exc.code, exc.message, headers)
+        return detector_error_response(exc)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
