@@ -2,7 +2,9 @@
 starve the model of CPU just to be refused."""
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -44,24 +46,55 @@ async def _post_watched(client: httpx.AsyncClient, path: str, **headers: str) ->
     return response, body
 
 
-async def _fill_queue(client: httpx.AsyncClient, **headers: str) -> list[asyncio.Task]:
-    """One request in the (slow) model and one in the queue of size 1."""
-    tasks = []
-    for _ in range(2):
-        tasks.append(
-            asyncio.create_task(
-                client.post("/v1/detect", files={"file": ("a.jpg", JPEG)}, headers=headers)
-            )
-        )
-        await asyncio.sleep(0.15)
-    return tasks
+class GatedModel(SlowModel):
+    """Once closed, holds every batch until the test opens the gate again, so "the queue is
+    full" is a state the test waits for, not a race against a timer on a loaded machine.
+    Open at first: start-up warms the model up."""
+
+    def __init__(self, inner: OnnxModel) -> None:
+        super().__init__(inner)
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def run(self, batch: Any) -> Any:
+        self.batch_sizes.append(int(batch.shape[0]))
+        if not self.gate.wait(timeout=30):
+            raise RuntimeError("the test never opened the gate")
+        return self.inner.run(batch)
+
+
+async def _until(condition: Any, timeout_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "the service never got there"
+        await asyncio.sleep(0.01)
+
+
+async def _fill_queue(
+    service: Any, model: GatedModel, client: httpx.AsyncClient, **headers: str
+) -> list[asyncio.Task]:
+    """One request held in the model and one in the queue of size 1."""
+    batcher = service.state.runtime.pipeline.batcher
+    model.gate.clear()
+    model.batch_sizes.clear()
+
+    def post() -> asyncio.Task:
+        upload = client.post("/v1/detect", files={"file": ("a.jpg", JPEG)}, headers=headers)
+        return asyncio.create_task(upload)
+
+    in_model = post()
+    await _until(lambda: len(model.batch_sizes) == 1)
+    queued = post()
+    await _until(lambda: batcher.queue_depth == 1)
+    return [in_model, queued]
 
 
 async def test_full_queue_is_refused_without_reading_the_body(red_model: OnnxModel) -> None:
-    slow = SlowModel(red_model, delay_s=0.6)
-    async with running_app(slow, queue_size=1, max_batch_size=1) as (_, client):
-        accepted = await _fill_queue(client)
+    gated = GatedModel(red_model)
+    async with running_app(gated, queue_size=1, max_batch_size=1) as (service, client):
+        accepted = await _fill_queue(service, gated, client)
         shed, body = await _post_watched(client, "/v1/detect")
+        gated.gate.set()
         answered = await asyncio.gather(*accepted)
         after, body_after = await _post_watched(client, "/v1/detect")
         metrics = (await client.get("/metrics")).text
@@ -82,14 +115,15 @@ async def test_full_queue_is_refused_without_reading_the_body(red_model: OnnxMod
 
 
 async def test_without_a_valid_key_a_full_queue_still_answers_401(red_model: OnnxModel) -> None:
-    slow = SlowModel(red_model, delay_s=0.6)
-    async with running_app(slow, queue_size=1, max_batch_size=1, api_keys=["sesame"]) as (
-        _,
+    gated = GatedModel(red_model)
+    async with running_app(gated, queue_size=1, max_batch_size=1, api_keys=["sesame"]) as (
+        service,
         client,
     ):
-        accepted = await _fill_queue(client, **{"X-API-Key": "sesame"})
+        accepted = await _fill_queue(service, gated, client, **{"X-API-Key": "sesame"})
         stranger, _ = await _post_watched(client, "/v1/detect")
         keyed, keyed_body = await _post_watched(client, "/v1/detect", **{"X-API-Key": "sesame"})
+        gated.gate.set()
         await asyncio.gather(*accepted)
 
     assert stranger.status_code == 401
