@@ -185,9 +185,10 @@ async def _bring_up(runtime: Runtime, model: OnnxModel) -> None:
         background_slots=settings.source_batch_slots,
         background_queue_size=max(1, settings.max_camera_sources),
         window_mode=settings.batch_window,
+        admit_within_s=settings.deadline_ms / 1000.0,
     )
     for size, seconds in batch_times:
-        batcher.window.observe_batch(size, seconds)
+        batcher.observe_batch(size, seconds)
     batcher.start()
     runtime.pipeline = DetectionPipeline(detector, batcher, tracer=runtime.tracer)
     info = model.info

@@ -127,6 +127,13 @@ class BatcherSettings(BaseModel):
         None, description="Adaptive window's estimate of the cost per frame in a batch"
     )
     queue_size: int
+    queue_capacity: int = Field(
+        description="Frames admitted at once: queue_size, or fewer where the deadline allows"
+        " fewer at the measured model time per frame"
+    )
+    model_ms_per_frame: float | None = Field(
+        None, description="Recent model time per frame (average over batches)"
+    )
     deadline_ms: float
 
 

@@ -40,7 +40,7 @@ class ShedWhenFull:
             or scope["method"] != "POST"
             or pipeline is None
             or self.runtime.draining  # the route answers those, as shutting_down
-            or pipeline.batcher.queue_depth < pipeline.batcher.queue_size
+            or pipeline.batcher.has_room()
             or not self._authorized(scope)
         ):
             await self.app(scope, receive, send)

@@ -10,6 +10,11 @@ Frames have a priority. Interactive frames (requests) go first; background frame
 sources) wait in their own short queue, fill at most `background_slots` places of a batch
 after every waiting interactive frame, and never count against `queue_size`, so a camera
 load can delay a request by one small batch at most and never makes it shed.
+
+Admission looks ahead. Given `admit_within_s` (the service's deadline), an interactive frame is
+refused at once, like a full queue, when the frames ahead of it (running and waiting) would
+take longer than that at the measured model time per frame: under overload a quick 503 the
+client can retry elsewhere beats a place in a queue that ends in a 504 after the deadline.
 """
 
 import asyncio
@@ -38,6 +43,11 @@ from app.telemetry.metrics import DetectionMetrics
 RunBatch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 logger = get_logger(__name__)
+
+_ALPHA = 0.2  # EWMA weight of the newest batch's time per frame
+# Admit only what is expected within this share of the deadline: the estimate is a mean and
+# decode, postprocessing and the answer come on top.
+_DEADLINE_HEADROOM = 0.8
 
 
 class Priority(Enum):
@@ -87,6 +97,7 @@ class MicroBatcher:
         background_slots: int = 1,
         background_queue_size: int = 64,
         window_mode: WindowMode = "fixed",
+        admit_within_s: float | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
@@ -103,6 +114,7 @@ class MicroBatcher:
         self._metrics = metrics
         self._tracer = tracer or trace.NoOpTracer()
         self._retry_after_s = retry_after_s
+        self._admit_within_s = admit_within_s
         self.background_slots = min(background_slots, max_batch_size)
         self.background_queue_size = background_queue_size
         self._queue: deque[_QueuedFrame] = deque()
@@ -119,6 +131,8 @@ class MicroBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self.batches_run = 0
         self.largest_batch = 0
+        self._seconds_per_frame: float | None = None  # EWMA of batch time / batch size
+        self._running = 0  # interactive frames in the batch now running
         self._model_free_since = 0.0  # time.monotonic() when the last batch finished
 
     @property
@@ -132,6 +146,47 @@ class MicroBatcher:
         return len(self._queue) + self._reserved
 
     @property
+    def seconds_per_frame(self) -> float | None:
+        """Recent model time per frame (EWMA over batches; None before any batch)."""
+        return self._seconds_per_frame
+
+    def expected_wait_s(self, frames: int = 1) -> float | None:
+        """Roughly how long `frames` more interactive frames would take to be answered, all
+        frames running and waiting ahead of them first (None before any batch ran)."""
+        if self._seconds_per_frame is None:
+            return None
+        return (self._running + self.queue_depth + frames) * self._seconds_per_frame
+
+    def has_room(self, frames: int = 1) -> bool:
+        """Whether `frames` more interactive frames would be admitted now (nothing counted)."""
+        if self.queue_depth + frames > self.queue_size:
+            return False
+        if self._admit_within_s is None or self._running + self.queue_depth == 0:
+            return True  # nothing ahead: a model slower than the deadline is not "full"
+        expected = self.expected_wait_s(frames)
+        return expected is None or expected <= self._admit_within_s * _DEADLINE_HEADROOM
+
+    @property
+    def capacity(self) -> int:
+        """Frames that may be running and waiting at once: `queue_size`, or fewer where the
+        deadline allows fewer at the measured model time (what the capacity gauge shows, so
+        depth / capacity still says how close the service is to shedding)."""
+        if self._admit_within_s is None or self._seconds_per_frame is None:
+            return self.queue_size
+        within = int(self._admit_within_s * _DEADLINE_HEADROOM / self._seconds_per_frame)
+        return max(1, min(self.queue_size, within))
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        """Learn from one batch's model time (also fed the timed warm-up runs)."""
+        per_frame = seconds / size
+        previous = self._seconds_per_frame
+        self._seconds_per_frame = (
+            per_frame if previous is None else previous + _ALPHA * (per_frame - previous)
+        )
+        self.window.observe_batch(size, seconds)
+        self._metrics.record_queue_capacity(self.capacity)
+
+    @property
     def background_depth(self) -> int:
         return len(self._background)
 
@@ -140,7 +195,7 @@ class MicroBatcher:
         if self._task is not None:
             raise RuntimeError("MicroBatcher already started")
         self._accepting = True
-        self._metrics.record_queue_capacity(self.queue_size)
+        self._metrics.record_queue_capacity(self.capacity)
         self._metrics.record_batch_window(self.window.window_s(1))
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="micro-batcher")
 
@@ -252,6 +307,14 @@ class MicroBatcher:
             self._metrics.record_rejected("queue_full")
             raise QueueFullError(
                 f"queue is full ({self.queue_size} frames); retry later",
+                retry_after_s=self._retry_after_s,
+            )
+        if not self.has_room():
+            self._metrics.record_rejected("queue_full")
+            raise QueueFullError(
+                f"queue is full: the {self.queue_depth} frames waiting would take about "
+                f"{self.expected_wait_s() or 0.0:.1f} s, past what the "
+                f"{self._admit_within_s or 0.0:.1f} s deadline allows; retry later",
                 retry_after_s=self._retry_after_s,
             )
 
@@ -378,6 +441,7 @@ class MicroBatcher:
             attributes={"batch.size": len(batch)},
         )
         started = time.perf_counter()
+        self._running = sum(f.priority is Priority.INTERACTIVE for f in batch)
         try:
             stacked = np.stack([frame.tensor for frame in batch])
             scores, boxes = await loop.run_in_executor(self._executor, self._run_batch, stacked)
@@ -397,10 +461,12 @@ class MicroBatcher:
                 if not frame.future.done():
                     frame.future.set_exception(failure)
             return
+        finally:
+            self._running = 0
         span.end()
         inference_s = time.perf_counter() - started
         self._metrics.record_batch(size=len(batch), seconds=inference_s)
-        self.window.observe_batch(len(batch), inference_s)
+        self.observe_batch(len(batch), inference_s)
         self._metrics.record_batch_window(self.window.window_s(1))
         self.batches_run += 1
         self.largest_batch = max(self.largest_batch, len(batch))

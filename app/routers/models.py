@@ -16,6 +16,7 @@ async def list_models(runtime: RuntimeDep) -> ModelsResponse:
     info = pipeline.detector.model.info
     window = pipeline.batcher.window
     cost = window.cost if isinstance(window, AdaptiveWindow) else None
+    per_frame = pipeline.batcher.seconds_per_frame
     settings = runtime.settings
     return ModelsResponse(
         models=[
@@ -37,6 +38,8 @@ async def list_models(runtime: RuntimeDep) -> ModelsResponse:
                     batch_fixed_ms=_ms(cost.fixed_s) if cost else None,
                     batch_per_frame_ms=_ms(cost.per_frame_s) if cost else None,
                     queue_size=settings.queue_size,
+                    queue_capacity=pipeline.batcher.capacity,
+                    model_ms_per_frame=_ms(per_frame) if per_frame is not None else None,
                     deadline_ms=settings.deadline_ms,
                 ),
             )

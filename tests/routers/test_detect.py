@@ -204,6 +204,9 @@ async def test_models_and_health(red_model: OnnxModel) -> None:
     assert model["batcher"]["max_wait_ms"] == 2.0
     assert model["batcher"]["batch_window"] == "adaptive"
     assert model["batcher"]["window_ms"] >= 0.0
+    # the red-box model takes milliseconds: the 10 s deadline leaves the whole queue usable
+    assert model["batcher"]["queue_capacity"] == model["batcher"]["queue_size"] == 64
+    assert 0.0 < model["batcher"]["model_ms_per_frame"] < 1000.0
     assert len(model["sha256"]) == 64
     assert health.json() == {"status": "ok"}
     assert ready.json() == {"status": "ready"}

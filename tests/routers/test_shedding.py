@@ -3,6 +3,7 @@ starve the model of CPU just to be refused."""
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -51,8 +52,8 @@ class GatedModel(SlowModel):
     full" is a state the test waits for, not a race against a timer on a loaded machine.
     Open at first: start-up warms the model up."""
 
-    def __init__(self, inner: OnnxModel) -> None:
-        super().__init__(inner)
+    def __init__(self, inner: OnnxModel, *, delay_s: float = 0.0) -> None:
+        super().__init__(inner, delay_s=delay_s)
         self.gate = threading.Event()
         self.gate.set()
 
@@ -60,6 +61,7 @@ class GatedModel(SlowModel):
         self.batch_sizes.append(int(batch.shape[0]))
         if not self.gate.wait(timeout=30):
             raise RuntimeError("the test never opened the gate")
+        time.sleep(self.delay_s)
         return self.inner.run(batch)
 
 
@@ -129,3 +131,25 @@ async def test_without_a_valid_key_a_full_queue_still_answers_401(red_model: Onn
     assert stranger.status_code == 401
     assert keyed.status_code == 503
     assert not keyed_body.read
+
+
+async def test_frames_that_would_miss_the_deadline_are_refused_early(red_model: OnnxModel) -> None:
+    """The warm-up measures 0.37 s a frame; with a 2 s deadline admission allows 1.6 s of work
+    ahead: the one running and three waiting. The fifth is refused though the queue has room,
+    and everything admitted is answered in time."""
+    gated = GatedModel(red_model, delay_s=0.37)
+    settings = {"queue_size": 16, "max_batch_size": 1, "deadline_ms": 2000}
+    async with running_app(gated, **settings) as (service, client):
+        batcher = service.state.runtime.pipeline.batcher
+        accepted = await _fill_queue(service, gated, client)
+        for depth in (2, 3):
+            accepted.append(asyncio.create_task(client.post("/v1/detect", files={"file": JPEG})))
+            await _until(lambda depth=depth: batcher.queue_depth == depth)
+        shed, body = await _post_watched(client, "/v1/detect")
+        gated.gate.set()
+        answered = await asyncio.gather(*accepted)
+
+    assert shed.status_code == 503
+    assert "deadline" in shed.json()["error"]["message"]
+    assert not body.read
+    assert [r.status_code for r in answered] == [200] * 4
