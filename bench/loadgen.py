@@ -1,6 +1,9 @@
-"""Closed-loop HTTP load: K clients, each sending its next request when the last one answers."""
+"""HTTP load: closed loop (K clients, each sending its next request when the last one answers)
+and open loop (requests sent at a given rate whatever the answers, as independent cameras and
+callers do)."""
 
 import asyncio
+import random
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -102,6 +105,18 @@ async def closed_loop(
             task.cancel()
         await asyncio.gather(*clients, ticker, return_exceptions=True)
     bar.close()
+    return _result(ok_ms, error_ms, shed_ms, errors, concurrency=concurrency, duration_s=duration_s)
+
+
+def _result(
+    ok_ms: list[float],
+    error_ms: list[float],
+    shed_ms: list[float],
+    errors: Counter[str],
+    *,
+    concurrency: int,
+    duration_s: float,
+) -> LoadResult:
     latencies = np.array(ok_ms) if ok_ms else np.array([np.nan])
     return LoadResult(
         concurrency=concurrency,
@@ -117,3 +132,65 @@ async def closed_loop(
         shed_p50_ms=float(np.percentile(shed_ms, 50)) if shed_ms else 0.0,
         shed_p99_ms=float(np.percentile(shed_ms, 99)) if shed_ms else 0.0,
     )
+
+
+async def open_loop(
+    url: str,
+    jpeg: bytes,
+    *,
+    rate_per_s: float,
+    duration_s: float,
+    warmup_s: float,
+    timeout_s: float = 60.0,
+    seed: int = 0,
+    label: str = "",
+) -> LoadResult:
+    """Send requests with Poisson arrivals at `rate_per_s` for warm-up + duration, each one
+    timed from when it was due (not when the generator got to it: a late send is latency the
+    caller saw). Requests due inside the window count, and their answers are waited for."""
+    body, content_type = multipart_body(jpeg)
+    headers = {"content-type": content_type}
+    arrivals = random.Random(seed)
+    ok_ms: list[float] = []
+    error_ms: list[float] = []
+    shed_ms: list[float] = []
+    errors: Counter[str] = Counter()
+    start = time.perf_counter()
+    measure_from = start + warmup_s
+    stop_at = measure_from + duration_s
+    bar = tqdm(total=round(warmup_s + duration_s), desc=label, unit="s", leave=False)
+
+    async def one(http: httpx.AsyncClient, due: float) -> None:
+        try:
+            response = await http.post(url, content=body, headers=headers)
+            status = str(response.status_code) if response.status_code != 200 else ""
+        except httpx.HTTPError as exc:
+            status = type(exc).__name__
+        elapsed_ms = (time.perf_counter() - due) * 1000.0
+        if due < measure_from:
+            return
+        if status:
+            errors[status] += 1
+            error_ms.append(elapsed_ms)
+            if status == "503":
+                shed_ms.append(elapsed_ms)
+        else:
+            ok_ms.append(elapsed_ms)
+
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+    async with httpx.AsyncClient(limits=limits, timeout=timeout_s) as http:
+        requests: list[asyncio.Task[None]] = []
+        due = start
+        shown = 0
+        while due < stop_at:
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            requests.append(asyncio.create_task(one(http, due)))
+            due += arrivals.expovariate(rate_per_s)
+            if int(time.perf_counter() - start) > shown:
+                bar.update(1)
+                shown += 1
+        await asyncio.gather(*requests)
+    bar.close()
+    return _result(ok_ms, error_ms, shed_ms, errors, concurrency=0, duration_s=duration_s)

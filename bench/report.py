@@ -42,14 +42,22 @@ def ratio_lines(run: dict[str, Any]) -> list[str]:
         )
         overload = data.get("overload")
         if overload:
+            for phase, title in (("four_x", "4x load"), ("flood", "flood")):
+                result = overload[phase]
+                offered = (
+                    f"{overload['offered_per_s']:.1f} req/s offered"
+                    if phase == "four_x"
+                    else f"{result['clients']} closed-loop clients"
+                )
+                lines.append(
+                    f"{variant}: {title} ({offered}): accepted {result['accepted_per_s']:.2f}/s, "
+                    f"p99 {result['accepted_p99_ms']:.0f} ms (deadline "
+                    f"{overload['deadline_ms']} ms), 503 p50/p99 {result['shed_p50_ms']:.1f}/"
+                    f"{result['shed_p99_ms']:.1f} ms, answers {result['errors']}"
+                )
             lines.append(
-                f"{variant}: overload ({overload['clients']} clients, queue "
-                f"{overload['queue_size']}): accepted p99 {overload['accepted_p99_ms']:.0f} ms "
-                f"(deadline {overload['deadline_ms']} ms), 503 p50/p99 "
-                f"{overload['shed_p50_ms']:.1f}/{overload['shed_p99_ms']:.1f} ms, answers "
-                f"{overload['errors']}, peak RSS "
-                f"{overload['peak_rss_mb']:.0f} MB, ready again after "
-                f"{overload['ready_after_ms']:.0f} ms"
+                f"{variant}: overload peak RSS {overload['peak_rss_mb']:.0f} MB, ready again "
+                f"{overload['ready_after_ms']:.0f} ms after the flood"
             )
         for other, others in servers.items():
             if other == "service":
