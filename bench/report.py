@@ -53,11 +53,18 @@ def ratio_lines(run: dict[str, Any]) -> list[str]:
                     f"{variant}: {title} ({offered}): accepted {result['accepted_per_s']:.2f}/s, "
                     f"p99 {result['accepted_p99_ms']:.0f} ms (deadline "
                     f"{overload['deadline_ms']} ms), 503 p50/p99 {result['shed_p50_ms']:.1f}/"
-                    f"{result['shed_p99_ms']:.1f} ms, answers {result['errors']}"
+                    f"{result['shed_p99_ms']:.1f} ms, answers {result['errors']}, peak RSS "
+                    f"{result['peak_rss_mb']:.0f} MB, cores used: server "
+                    f"{result['server_cores']:.2f}, load generator {result['generator_cores']:.2f}"
                 )
+            probe = overload["four_x"]["probe"]
             lines.append(
-                f"{variant}: overload peak RSS {overload['peak_rss_mb']:.0f} MB, ready again "
-                f"{overload['ready_after_ms']:.0f} ms after the flood"
+                f"{variant}: 4x load, one separate light client: 503 p50/p99 "
+                f"{probe['shed_p50_ms']:.1f}/{probe['shed_p99_ms']:.1f} ms over {probe['shed']} "
+                f"refusals ({probe['admitted']} admitted)"
+            )
+            lines.append(
+                f"{variant}: ready again {overload['ready_after_ms']:.0f} ms after the flood"
             )
         for other, others in servers.items():
             if other == "service":
