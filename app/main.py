@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, start_http_server
 import app
 from app.config import Settings, get_settings
 from app.errors import DetectorError
+from app.inference.allocator import map_large_buffers
 from app.inference.batcher import MicroBatcher
 from app.inference.detector import Detector
 from app.inference.model import OnnxModel
@@ -74,6 +75,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         loader: asyncio.Task[None] | None = None
+        _map_large_buffers(settings.malloc_mmap_threshold_kb)
         metrics_server = _start_metrics_server(runtime)
         if model is not None:
             await _bring_up(runtime, model)
@@ -137,6 +139,16 @@ def create_app(
         excluded_urls="metrics,healthz,readyz",
     )
     return service
+
+
+def _map_large_buffers(threshold_kb: int) -> None:
+    """Before the model loads: its per-run tensors are the large buffers that matter."""
+    if threshold_kb == 0:
+        return
+    if map_large_buffers(threshold_kb * 1024):
+        logger.info("buffers of %d KiB and more are unmapped when freed", threshold_kb)
+    else:
+        logger.info("malloc tuning unavailable here (not glibc); RSS may stay at its peak")
 
 
 def _start_metrics_server(runtime: Runtime) -> WSGIServer | None:
