@@ -86,11 +86,15 @@ def decode_for_model(
             if image.format in ("JPEG", "MPO") and scale <= 0.5:
                 image.draft("RGB", (math.ceil(raw_w * scale), math.ceil(raw_h * scale)))
             image.load()
-            image = ImageOps.exif_transpose(image)
+            if orientation in _TRANSPOSED:  # exif_transpose copies an upright image anyway
+                image = ImageOps.exif_transpose(image)
             rgb = _to_rgb8(image)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageDecodeError(f"cannot decode image: {exc}") from exc
     return rgb, upright_w, upright_h
+
+
+_TRANSPOSED = range(2, 9)  # EXIF orientations other than "upright" (1)
 
 
 def letterbox(
