@@ -57,10 +57,7 @@ async def closed_loop(
     body, content_type = multipart_body(jpeg)
     headers = {"content-type": content_type}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    ok_ms: list[float] = []
-    error_ms: list[float] = []
-    shed_ms: list[float] = []
-    errors: Counter[str] = Counter()
+    tally = _Tally()
     start = time.perf_counter()
     measure_from = start + warmup_s
     stop_at = measure_from + duration_s
@@ -71,23 +68,12 @@ async def closed_loop(
             sent = time.perf_counter()
             if sent >= stop_at:
                 return
-            try:
-                response = await http.post(url, content=body, headers=headers)
-                status = str(response.status_code) if response.status_code != 200 else ""
-            except httpx.HTTPError as exc:
-                status = type(exc).__name__
+            status = await _post(http, url, body, headers)
             done = time.perf_counter()
             # Every answer that lands inside the window counts, whenever it was sent: at a
             # high K one round trip can be longer than the window itself.
-            if done < measure_from or done > stop_at:
-                continue
-            if status:
-                errors[status] += 1
-                error_ms.append((done - sent) * 1000.0)
-                if status == "503":
-                    shed_ms.append((done - sent) * 1000.0)
-            else:
-                ok_ms.append((done - sent) * 1000.0)
+            if measure_from <= done <= stop_at:
+                tally.add(status, (done - sent) * 1000.0)
 
     async def tick() -> None:
         while time.perf_counter() < stop_at:
@@ -105,33 +91,56 @@ async def closed_loop(
             task.cancel()
         await asyncio.gather(*clients, ticker, return_exceptions=True)
     bar.close()
-    return _result(ok_ms, error_ms, shed_ms, errors, concurrency=concurrency, duration_s=duration_s)
+    return tally.result(concurrency=concurrency, duration_s=duration_s)
 
 
-def _result(
-    ok_ms: list[float],
-    error_ms: list[float],
-    shed_ms: list[float],
-    errors: Counter[str],
-    *,
-    concurrency: int,
-    duration_s: float,
-) -> LoadResult:
-    latencies = np.array(ok_ms) if ok_ms else np.array([np.nan])
-    return LoadResult(
-        concurrency=concurrency,
-        duration_s=duration_s,
-        ok=len(ok_ms),
-        images_per_s=len(ok_ms) / duration_s,
-        p50_ms=float(np.percentile(latencies, 50)),
-        p95_ms=float(np.percentile(latencies, 95)),
-        p99_ms=float(np.percentile(latencies, 99)),
-        mean_ms=float(np.mean(latencies)),
-        errors=dict(errors),
-        error_p99_ms=float(np.percentile(error_ms, 99)) if error_ms else 0.0,
-        shed_p50_ms=float(np.percentile(shed_ms, 50)) if shed_ms else 0.0,
-        shed_p99_ms=float(np.percentile(shed_ms, 99)) if shed_ms else 0.0,
-    )
+async def _post(http: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]) -> str:
+    """The empty string for a 200, else the status code or the transport error's name."""
+    try:
+        response = await http.post(url, content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        return type(exc).__name__
+    return str(response.status_code) if response.status_code != 200 else ""
+
+
+@dataclass
+class _Tally:
+    """Answers that count, sorted by outcome."""
+
+    ok_ms: list[float] = field(default_factory=list)
+    error_ms: list[float] = field(default_factory=list)
+    shed_ms: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def add(self, status: str, elapsed_ms: float) -> None:
+        if not status:
+            self.ok_ms.append(elapsed_ms)
+            return
+        self.errors[status] += 1
+        self.error_ms.append(elapsed_ms)
+        if status == "503":
+            self.shed_ms.append(elapsed_ms)
+
+    def result(self, *, concurrency: int, duration_s: float) -> LoadResult:
+        latencies = np.array(self.ok_ms) if self.ok_ms else np.array([np.nan])
+        return LoadResult(
+            concurrency=concurrency,
+            duration_s=duration_s,
+            ok=len(self.ok_ms),
+            images_per_s=len(self.ok_ms) / duration_s,
+            p50_ms=float(np.percentile(latencies, 50)),
+            p95_ms=float(np.percentile(latencies, 95)),
+            p99_ms=float(np.percentile(latencies, 99)),
+            mean_ms=float(np.mean(latencies)),
+            errors=dict(self.errors),
+            error_p99_ms=_percentile(self.error_ms, 99),
+            shed_p50_ms=_percentile(self.shed_ms, 50),
+            shed_p99_ms=_percentile(self.shed_ms, 99),
+        )
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else 0.0
 
 
 async def open_loop(
@@ -151,31 +160,16 @@ async def open_loop(
     body, content_type = multipart_body(jpeg)
     headers = {"content-type": content_type}
     arrivals = random.Random(seed)
-    ok_ms: list[float] = []
-    error_ms: list[float] = []
-    shed_ms: list[float] = []
-    errors: Counter[str] = Counter()
+    tally = _Tally()
     start = time.perf_counter()
     measure_from = start + warmup_s
     stop_at = measure_from + duration_s
     bar = tqdm(total=round(warmup_s + duration_s), desc=label, unit="s", leave=False)
 
     async def one(http: httpx.AsyncClient, due: float) -> None:
-        try:
-            response = await http.post(url, content=body, headers=headers)
-            status = str(response.status_code) if response.status_code != 200 else ""
-        except httpx.HTTPError as exc:
-            status = type(exc).__name__
-        elapsed_ms = (time.perf_counter() - due) * 1000.0
-        if due < measure_from:
-            return
-        if status:
-            errors[status] += 1
-            error_ms.append(elapsed_ms)
-            if status == "503":
-                shed_ms.append(elapsed_ms)
-        else:
-            ok_ms.append(elapsed_ms)
+        status = await _post(http, url, body, headers)
+        if due >= measure_from:
+            tally.add(status, (time.perf_counter() - due) * 1000.0)
 
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
     async with httpx.AsyncClient(limits=limits, timeout=timeout_s) as http:
@@ -193,4 +187,4 @@ async def open_loop(
                 shown += 1
         await asyncio.gather(*requests)
     bar.close()
-    return _result(ok_ms, error_ms, shed_ms, errors, concurrency=0, duration_s=duration_s)
+    return tally.result(concurrency=0, duration_s=duration_s)
