@@ -18,11 +18,13 @@ class GatedModel:
     """Wraps a real model. While `hold()` is in effect every batch waits inside `run` (a
     hung model) until `release()`; `fail_next` batches raise; `ran_x1` lists the anchor-0
     box x1 (input pixels) of every frame that went through the model, which identifies the
-    image when the test images put their red box at different x positions."""
+    image when the test images put their red box at different x positions. `delay_s` is
+    added to every batch, the warm-up's included (what the service then measures)."""
 
-    def __init__(self, inner: OnnxModel) -> None:
+    def __init__(self, inner: OnnxModel, *, delay_s: float = 0.0) -> None:
         self.inner = inner
         self.info = inner.info
+        self.delay_s = delay_s
         self._open = threading.Event()
         self._open.set()
         self._lock = threading.Lock()
@@ -44,6 +46,7 @@ class GatedModel:
             self.entered += 1
         if not self._open.wait(timeout=60):
             raise RuntimeError("test never released the held model")
+        time.sleep(self.delay_s)
         with self._lock:
             if self.fail_next:
                 self.fail_next -= 1

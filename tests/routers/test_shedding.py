@@ -2,8 +2,6 @@
 starve the model of CPU just to be refused."""
 
 import asyncio
-import threading
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,9 +9,10 @@ import httpx
 import pytest
 
 from app.inference.model import OnnxModel
+from tests.robustness.gated import GatedModel, until
 from tests.utils.images import encode, red_box_image
 from tests.utils.prom_text import metric_value
-from tests.utils.service import SlowModel, running_app
+from tests.utils.service import running_app
 
 pytestmark = pytest.mark.anyio
 
@@ -47,47 +46,22 @@ async def _post_watched(client: httpx.AsyncClient, path: str, **headers: str) ->
     return response, body
 
 
-class GatedModel(SlowModel):
-    """Once closed, holds every batch until the test opens the gate again, so "the queue is
-    full" is a state the test waits for, not a race against a timer on a loaded machine.
-    Open at first: start-up warms the model up."""
-
-    def __init__(self, inner: OnnxModel, *, delay_s: float = 0.0) -> None:
-        super().__init__(inner, delay_s=delay_s)
-        self.gate = threading.Event()
-        self.gate.set()
-
-    def run(self, batch: Any) -> Any:
-        self.batch_sizes.append(int(batch.shape[0]))
-        if not self.gate.wait(timeout=30):
-            raise RuntimeError("the test never opened the gate")
-        time.sleep(self.delay_s)
-        return self.inner.run(batch)
-
-
-async def _until(condition: Any, timeout_s: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "the service never got there"
-        await asyncio.sleep(0.01)
-
-
 async def _fill_queue(
     service: Any, model: GatedModel, client: httpx.AsyncClient, **headers: str
 ) -> list[asyncio.Task]:
-    """One request held in the model and one in the queue of size 1."""
+    """One request held in the model and one in the queue of size 1: "the queue is full"
+    is a state the test waits for, not a race against a timer on a loaded machine."""
     batcher = service.state.runtime.pipeline.batcher
-    model.gate.clear()
-    model.batch_sizes.clear()
+    model.hold()
 
     def post() -> asyncio.Task:
         upload = client.post("/v1/detect", files={"file": ("a.jpg", JPEG)}, headers=headers)
         return asyncio.create_task(upload)
 
     in_model = post()
-    await _until(lambda: len(model.batch_sizes) == 1)
+    await until(lambda: model.entered == 1)
     queued = post()
-    await _until(lambda: batcher.queue_depth == 1)
+    await until(lambda: batcher.queue_depth == 1)
     return [in_model, queued]
 
 
@@ -96,7 +70,7 @@ async def test_full_queue_is_refused_without_reading_the_body(red_model: OnnxMod
     async with running_app(gated, queue_size=1, max_batch_size=1) as (service, client):
         accepted = await _fill_queue(service, gated, client)
         shed, body = await _post_watched(client, "/v1/detect")
-        gated.gate.set()
+        gated.release()
         answered = await asyncio.gather(*accepted)
         after, body_after = await _post_watched(client, "/v1/detect")
         metrics = (await client.get("/metrics")).text
@@ -125,7 +99,7 @@ async def test_without_a_valid_key_a_full_queue_still_answers_401(red_model: Onn
         accepted = await _fill_queue(service, gated, client, **{"X-API-Key": "sesame"})
         stranger, _ = await _post_watched(client, "/v1/detect")
         keyed, keyed_body = await _post_watched(client, "/v1/detect", **{"X-API-Key": "sesame"})
-        gated.gate.set()
+        gated.release()
         await asyncio.gather(*accepted)
 
     assert stranger.status_code == 401
@@ -144,9 +118,9 @@ async def test_frames_that_would_miss_the_deadline_are_refused_early(red_model: 
         accepted = await _fill_queue(service, gated, client)
         for depth in (2, 3):
             accepted.append(asyncio.create_task(client.post("/v1/detect", files={"file": JPEG})))
-            await _until(lambda depth=depth: batcher.queue_depth == depth)
+            await until(lambda depth=depth: batcher.queue_depth == depth)
         shed, body = await _post_watched(client, "/v1/detect")
-        gated.gate.set()
+        gated.release()
         answered = await asyncio.gather(*accepted)
 
     assert shed.status_code == 503
