@@ -161,20 +161,25 @@ class MicroBatcher:
         """Whether `frames` more interactive frames would be admitted now (nothing counted)."""
         if self.queue_depth + frames > self.queue_size:
             return False
-        if self._admit_within_s is None or self._running + self.queue_depth == 0:
-            return True  # nothing ahead: a model slower than the deadline is not "full"
-        expected = self.expected_wait_s(frames)
-        return expected is None or expected <= self._admit_within_s * _DEADLINE_HEADROOM
+        ahead = self._running + self.queue_depth
+        within = self._frames_within_deadline()
+        # Nothing ahead: a model slower than the deadline is not "full".
+        return within is None or ahead == 0 or ahead + frames <= within
 
     @property
     def capacity(self) -> int:
         """Frames that may be running and waiting at once: `queue_size`, or fewer where the
         deadline allows fewer at the measured model time (what the capacity gauge shows, so
         depth / capacity still says how close the service is to shedding)."""
+        within = self._frames_within_deadline()
+        return self.queue_size if within is None else max(1, min(self.queue_size, within))
+
+    def _frames_within_deadline(self) -> int | None:
+        """How many frames the model gets through in the admitted share of the deadline
+        (None: no deadline to admit by, or no batch measured yet)."""
         if self._admit_within_s is None or self._seconds_per_frame is None:
-            return self.queue_size
-        within = int(self._admit_within_s * _DEADLINE_HEADROOM / self._seconds_per_frame)
-        return max(1, min(self.queue_size, within))
+            return None
+        return int(self._admit_within_s * _DEADLINE_HEADROOM / self._seconds_per_frame)
 
     def observe_batch(self, size: int, seconds: float) -> None:
         """Learn from one batch's model time (also fed the timed warm-up runs)."""
@@ -303,20 +308,18 @@ class MicroBatcher:
         if not self._accepting:
             self._metrics.record_rejected("shutting_down")
             raise ShuttingDownError("service is shutting down", retry_after_s=self._retry_after_s)
+        if self.has_room():
+            return
+        self._metrics.record_rejected("queue_full")
         if self.queue_depth >= self.queue_size:
-            self._metrics.record_rejected("queue_full")
-            raise QueueFullError(
-                f"queue is full ({self.queue_size} frames); retry later",
-                retry_after_s=self._retry_after_s,
-            )
-        if not self.has_room():
-            self._metrics.record_rejected("queue_full")
-            raise QueueFullError(
+            message = f"queue is full ({self.queue_size} frames); retry later"
+        else:
+            message = (
                 f"queue is full: the {self.queue_depth} frames waiting would take about "
                 f"{self.expected_wait_s() or 0.0:.1f} s, past what the "
-                f"{self._admit_within_s or 0.0:.1f} s deadline allows; retry later",
-                retry_after_s=self._retry_after_s,
+                f"{self._admit_within_s or 0.0:.1f} s deadline allows; retry later"
             )
+        raise QueueFullError(message, retry_after_s=self._retry_after_s)
 
     def reserve(self, frames: int) -> None:
         """Admit `frames` interactive frames now and submit them later (`reserved=True`).
